@@ -31,6 +31,12 @@ pub enum ErrorKind {
         /// The arguments the layer takes.
         expected: Vec<&'static str>,
     },
+    /// Arguments given to a layer that takes none.
+    #[error("`{layer}` takes no arguments")]
+    NoArguments {
+        /// The layer keyword.
+        layer: String,
+    },
     /// An argument given twice.
     #[error("argument `{arg}` is given twice")]
     DuplicateArgument {

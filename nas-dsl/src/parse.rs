@@ -423,10 +423,7 @@ impl Cx {
     fn int(&self, input: ParseStream) -> syn::Result<Spanned<u64>> {
         let lit: syn::LitInt = input.parse()?;
         let span = self.sp(lit.span());
-        let value = lit
-            .base10_parse::<u64>()
-            .map_err(|_| syn::Error::new(lit.span(), "integer too large"))?;
-        Ok(Spanned::new(value, span))
+        Ok(Spanned::new(parse_u64(&lit)?, span))
     }
 
     fn value(&self, input: ParseStream) -> syn::Result<(Value, Span)> {
@@ -445,10 +442,7 @@ impl Cx {
             let items = content.parse_terminated(<syn::LitInt as syn::parse::Parse>::parse, Token![,])?;
             let mut v = Vec::new();
             for lit in items {
-                v.push(
-                    lit.base10_parse::<u64>()
-                        .map_err(|_| syn::Error::new(lit.span(), "integer too large"))?,
-                );
+                v.push(parse_u64(&lit)?);
             }
             Ok((Value::List(v), self.sp(bracket.span.join())))
         } else if input.peek(Token![-]) {
@@ -540,16 +534,20 @@ impl Cx {
                 known.push(arg);
             } else {
                 ok = false;
-                self.error(Diagnostic::new(
+                let kind = if allowed.is_empty() {
+                    ErrorKind::NoArguments { layer: kw.into() }
+                } else {
                     ErrorKind::UnknownArgument {
                         arg: arg.name.text.clone(),
                         layer: kw.into(),
                         expected: allowed.to_vec(),
-                    },
-                    arg.name.span,
-                ));
+                    }
+                };
+                self.error(Diagnostic::new(kind, arg.name.span));
             }
         }
+        // A misspelt argument already explains a missing one: report only the first.
+        let misspelt = !ok;
         let takes_widths = matches!(kw, "conv" | "linear");
         let widths = match (takes_widths, widths) {
             (true, Some((i, o))) => {
@@ -607,6 +605,8 @@ impl Cx {
                 None => {
                     if default.is_none() {
                         ok = false;
+                    }
+                    if default.is_none() && !misspelt {
                         self.error(Diagnostic::new(
                             ErrorKind::MissingArgument {
                                 layer: kw.into(),
@@ -713,6 +713,25 @@ impl Cx {
             None => Spanned::synthetic(true),
         }
     }
+}
+
+/// Reads an integer literal as `u64`, rejecting signs, suffixes and overflow.
+fn parse_u64(lit: &syn::LitInt) -> syn::Result<u64> {
+    if lit.base10_digits().starts_with('-') {
+        return Err(syn::Error::new(lit.span(), "negative values are not allowed here"));
+    }
+    if !lit.suffix().is_empty() {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("unexpected suffix `{}` on an integer", lit.suffix()),
+        ));
+    }
+    lit.base10_parse::<u64>().map_err(|_| {
+        syn::Error::new(
+            lit.span(),
+            format!("integer too large (at most {})", u64::MAX),
+        )
+    })
 }
 
 /// Skips the rest of a broken statement: up to and including the next `;`, or a
