@@ -1,1 +1,13 @@
-//! placeholder
+//! Runtime side of the project: the command line (check, fmt, summary), and in
+//! time the runtime builder, training, data, proposers and the search loop.
+
+pub mod cli;
+pub mod corpus;
+pub mod data;
+pub mod evolve;
+pub mod propose;
+pub mod report;
+pub mod runtime;
+pub mod stats;
+pub mod store;
+pub mod train;

@@ -167,8 +167,8 @@ impl Names {
     fn new(net: &Net) -> Names {
         let mut explicit: HashMap<String, Span> = HashMap::new();
         let mut errors = Vec::new();
-        let mut all = Vec::new();
-        visit(&net.body, &mut |s| all.push(s.clone()));
+        let mut all: Vec<&Stmt> = Vec::new();
+        visit(&net.body, &mut |s| all.push(s));
         for s in &all {
             if let Some(name) = &s.name {
                 if let Some(first) = explicit.get(&name.text) {

@@ -18,16 +18,26 @@ pub fn expand(input: TokenStream) -> TokenStream {
     let parsed = parse_tokens(input);
     let mut errors: Vec<Diagnostic> = parsed.errors;
     let mut out = TokenStream::new();
+    let mut emitted = std::collections::HashSet::new();
     for (net, broken) in parsed.file.nets.iter().zip(&parsed.broken) {
+        // A second net of the same name is still checked, but only the first
+        // becomes a type: two would bury the `duplicate net name` error under
+        // rustc's redefinition and conflicting-impl errors.
+        let first = emitted.insert(net.name.text.as_str());
         if *broken {
-            out.extend(stub(net));
+            if first {
+                out.extend(stub(net));
+            }
             continue;
         }
         match check(net) {
-            Ok(checked) => out.extend(module(&checked)),
+            Ok(checked) if first => out.extend(module(&checked)),
+            Ok(_) => {}
             Err(e) => {
                 errors.extend(e.0);
-                out.extend(stub(net));
+                if first {
+                    out.extend(stub(net));
+                }
             }
         }
     }
@@ -44,6 +54,15 @@ fn compile_error(spans: &SpanMap, d: &Diagnostic) -> TokenStream {
     for note in &d.notes {
         message.push_str("\nnote: ");
         message.push_str(&note.message);
+        // A proc macro cannot attach a spanned note on stable Rust, so say where
+        // the related tokens are instead of leaving "here" pointing nowhere.
+        if let Some(at) = note.span.filter(|s| s.start.line > 0) {
+            message.push_str(&format!(
+                " (line {}, column {})",
+                at.start.line,
+                at.start.column + 1
+            ));
+        }
     }
     let range: TokenStream = [
         TokenTree::Ident(Ident::new("start", lo)),
@@ -63,7 +82,11 @@ fn input_rank(net: &Net) -> usize {
 }
 
 fn visibility(net: &Net) -> TokenStream {
-    if net.public { quote!(pub) } else { TokenStream::new() }
+    if net.public {
+        quote!(pub)
+    } else {
+        TokenStream::new()
+    }
 }
 
 fn docs(net: &Net) -> TokenStream {
@@ -103,7 +126,11 @@ fn field(row: &LayerInfo, layer: &Layer) -> Option<(TokenStream, TokenStream)> {
     let usize_ = |v: u64| v as usize;
     Some(match layer {
         Layer::Conv(c) => {
-            let (i, o, k) = (usize_(c.in_ch.value), usize_(c.out_ch.value), usize_(c.k.value));
+            let (i, o, k) = (
+                usize_(c.in_ch.value),
+                usize_(c.out_ch.value),
+                usize_(c.k.value),
+            );
             let (s, p, g, d) = (
                 usize_(c.stride.value),
                 usize_(c.pad.value),
@@ -139,7 +166,11 @@ fn field(row: &LayerInfo, layer: &Layer) -> Option<(TokenStream, TokenStream)> {
             )
         }
         Layer::Pool(p) => {
-            let (k, s, pad) = (usize_(p.k.value), usize_(p.stride.value), usize_(p.pad.value));
+            let (k, s, pad) = (
+                usize_(p.k.value),
+                usize_(p.stride.value),
+                usize_(p.pad.value),
+            );
             let (ty, config) = match p.kind {
                 PoolKind::Max => (
                     quote!(::burn::nn::pool::MaxPool2d),
@@ -193,11 +224,9 @@ impl Lower for Forward {
     fn layer(&mut self, row: &LayerInfo, layer: &Layer, x: Ident) -> Ident {
         let f = rust_ident(&row.name);
         let expr = match layer {
-            Layer::Conv(_)
-            | Layer::Linear(_)
-            | Layer::Bn
-            | Layer::Pool(_)
-            | Layer::Dropout(_) => quote!(self.#f.forward(#x)),
+            Layer::Conv(_) | Layer::Linear(_) | Layer::Bn | Layer::Pool(_) | Layer::Dropout(_) => {
+                quote!(self.#f.forward(#x))
+            }
             Layer::Act(a) => {
                 let func = rust_ident(match a {
                     Activation::Relu => "relu",
@@ -223,7 +252,10 @@ impl Lower for Forward {
     }
 
     fn concat(&mut self, _row: &LayerInfo, branches: Vec<Ident>) -> Ident {
-        self.bind(quote!(::burn::tensor::Tensor::cat(::std::vec![#(#branches),*], 1)))
+        self.bind(quote!(::burn::tensor::Tensor::cat(
+            ::std::vec![#(#branches),*],
+            1
+        )))
     }
 }
 

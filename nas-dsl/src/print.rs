@@ -53,7 +53,7 @@ fn block(out: &mut String, stmts: &[Stmt], depth: usize) {
         }
         match &s.node {
             Node::Layer(l) => {
-                out.push_str(&layer(l));
+                write_layer(out, l);
                 out.push_str(";\n");
             }
             Node::Residual { body, shortcut } => {
@@ -87,41 +87,69 @@ fn block(out: &mut String, stmts: &[Stmt], depth: usize) {
 
 /// Prints one layer without its name or `;`, e.g. `conv(3 -> 32, k = 3, pad = 1)`.
 pub fn layer(l: &Layer) -> String {
-    let mut args: Vec<String> = Vec::new();
-    let mut opt = |name: &str, value: u64, default: u64| {
+    let mut out = String::new();
+    write_layer(&mut out, l);
+    out
+}
+
+/// An argument list being written: `(` before the first argument, `, ` between.
+struct ArgList<'a> {
+    out: &'a mut String,
+    open: bool,
+}
+
+impl ArgList<'_> {
+    fn next(&mut self) -> &mut String {
+        self.out.push_str(if self.open { ", " } else { "(" });
+        self.open = true;
+        self.out
+    }
+
+    fn opt(&mut self, name: &str, value: u64, default: u64) {
         if value != default {
-            args.push(format!("{name} = {value}"));
+            let _ = write!(self.next(), "{name} = {value}");
         }
-    };
+    }
+
+    fn finish(self) {
+        if self.open {
+            self.out.push(')');
+        }
+    }
+}
+
+/// Appends one layer to `out` (written in place: the printer is on the
+/// mutator's hot path).
+fn write_layer(out: &mut String, l: &Layer) {
+    out.push_str(l.keyword());
+    let mut args = ArgList { out, open: false };
     match l {
         Layer::Conv(c) => {
-            opt("k", c.k.value, 0);
-            opt("stride", c.stride.value, 1);
-            opt("pad", c.pad.value, 0);
-            opt("groups", c.groups.value, 1);
-            opt("dilation", c.dilation.value, 1);
+            let _ = write!(args.next(), "{} -> {}", c.in_ch.value, c.out_ch.value);
+            args.opt("k", c.k.value, 0);
+            args.opt("stride", c.stride.value, 1);
+            args.opt("pad", c.pad.value, 0);
+            args.opt("groups", c.groups.value, 1);
+            args.opt("dilation", c.dilation.value, 1);
             if !c.bias.value {
-                args.push("bias = false".into());
+                args.next().push_str("bias = false");
             }
-            args.insert(0, format!("{} -> {}", c.in_ch.value, c.out_ch.value));
         }
         Layer::Linear(li) => {
-            args.push(format!("{} -> {}", li.in_f.value, li.out_f.value));
+            let _ = write!(args.next(), "{} -> {}", li.in_f.value, li.out_f.value);
             if !li.bias.value {
-                args.push("bias = false".into());
+                args.next().push_str("bias = false");
             }
         }
         Layer::Pool(p) => {
-            opt("k", p.k.value, 0);
-            opt("stride", p.stride.value, p.k.value);
-            opt("pad", p.pad.value, 0);
+            args.opt("k", p.k.value, 0);
+            args.opt("stride", p.stride.value, p.k.value);
+            args.opt("pad", p.pad.value, 0);
         }
-        Layer::Dropout(p) => args.push(format!("p = {:?}", p.value)),
+        Layer::Dropout(p) => {
+            let _ = write!(args.next(), "p = {:?}", p.value);
+        }
         Layer::Bn | Layer::Act(_) | Layer::Gap | Layer::Flatten => {}
     }
-    if args.is_empty() {
-        l.keyword().to_string()
-    } else {
-        format!("{}({})", l.keyword(), args.join(", "))
-    }
+    args.finish();
 }

@@ -1,0 +1,261 @@
+//! `nas-core bench train`: training throughput (images/s) of a fixed reference net
+//! and batch — forward, backward and optimiser step on constant random data — with
+//! the time split per phase. `bench/pytorch_reference.py` runs the identical net,
+//! batch, optimiser and thread count in PyTorch; `bench/compare.sh` runs both.
+
+use crate::runtime::RuntimeNet;
+use crate::train::{BackendKind, backend_unavailable};
+use anyhow::Context;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
+use nas_dsl::CheckedNet;
+use nas_dsl::summary::thousands;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// The reference net: three 3x3 convolutions (32, 64, 128 channels), two 2x2 max
+/// pools, global average pooling and a 100-way head — 106,148 parameters. Keep in
+/// step with `bench/pytorch_reference.py`.
+pub const REFERENCE: &str = "net BenchCnn(input = [3, 32, 32], classes = 100) {
+    conv(3 -> 32, k = 3, pad = 1);
+    relu;
+    maxpool(k = 2);
+    conv(32 -> 64, k = 3, pad = 1);
+    relu;
+    maxpool(k = 2);
+    conv(64 -> 128, k = 3, pad = 1);
+    relu;
+    gap;
+    linear(128 -> 100);
+}
+";
+
+/// Measure performance.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to measure.
+    #[command(subcommand)]
+    pub what: What,
+}
+
+/// The benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum What {
+    /// Training images/s of the reference net (see `bench/compare.sh` for PyTorch).
+    Train(TrainArgs),
+}
+
+/// The optimiser a benchmark step runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optim {
+    /// Adam, lr 1e-3.
+    Adam,
+    /// SGD, momentum 0.9 (Nesterov), lr 0.01.
+    Sgd,
+}
+
+/// Options of `bench train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Images per step.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// CPU threads (the size of rayon's global pool).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// The optimiser.
+    #[arg(long, value_enum, default_value_t = Optim::Adam)]
+    pub optim: Optim,
+    /// The Burn backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    pub backend: BackendKind,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What one benchmark measured.
+#[derive(Debug, serde::Serialize)]
+pub struct BenchResult {
+    /// The reference net's name.
+    pub net: String,
+    /// Its parameters.
+    pub params: u64,
+    /// Images per step.
+    pub batch: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// CPU threads.
+    pub threads: usize,
+    /// The optimiser.
+    pub optim: Optim,
+    /// The backend's name.
+    pub backend: String,
+    /// Training images per second.
+    pub images_per_sec: f64,
+    /// Mean forward time per step (ms), loss included.
+    pub forward_ms: f64,
+    /// Mean backward time per step (ms).
+    pub backward_ms: f64,
+    /// Mean optimiser time per step (ms).
+    pub optimizer_ms: f64,
+}
+
+fn bench<B: AutodiffBackend>(
+    net: &CheckedNet,
+    args: &TrainArgs,
+    device: &B::Device,
+) -> anyhow::Result<BenchResult> {
+    B::seed(device, 0);
+    let mut model = RuntimeNet::<B>::new(net, device);
+    let classes = net.output().channels() as usize;
+    let x = Tensor::<B, 4>::random([args.batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), device);
+    let y = Tensor::<B, 1, Int>::random(
+        [args.batch],
+        Distribution::Uniform(0.0, classes as f64),
+        device,
+    );
+    let loss_fn = CrossEntropyLossConfig::new().init::<B>(device);
+    let (mut fwd, mut bwd, mut opt) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut run = |model: RuntimeNet<B>,
+                   step: &mut dyn FnMut(RuntimeNet<B>, GradientsParams) -> RuntimeNet<B>,
+                   timed: bool|
+     -> anyhow::Result<RuntimeNet<B>> {
+        let t0 = Instant::now();
+        let loss = loss_fn.forward(model.forward(x.clone())?, y.clone());
+        B::sync(device).ok();
+        let t1 = Instant::now();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        B::sync(device).ok();
+        let t2 = Instant::now();
+        let model = step(model, grads);
+        B::sync(device).ok();
+        if timed {
+            fwd += t1 - t0;
+            bwd += t2 - t1;
+            opt += t2.elapsed();
+        }
+        Ok(model)
+    };
+    let mut step: Box<dyn FnMut(RuntimeNet<B>, GradientsParams) -> RuntimeNet<B>> =
+        match args.optim {
+            Optim::Adam => {
+                let mut o = AdamConfig::new().init::<B, RuntimeNet<B>>();
+                Box::new(move |m, g| o.step(1e-3, m, g))
+            }
+            Optim::Sgd => {
+                let mut o = SgdConfig::new()
+                    .with_momentum(Some(
+                        MomentumConfig::new()
+                            .with_dampening(0.0)
+                            .with_nesterov(true),
+                    ))
+                    .init::<B, RuntimeNet<B>>();
+                Box::new(move |m, g| o.step(1e-2, m, g))
+            }
+        };
+    for _ in 0..args.warmup {
+        model = run(model, &mut *step, false)?;
+    }
+    let start = Instant::now();
+    for _ in 0..args.steps {
+        model = run(model, &mut *step, true)?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let probe: f32 = model
+        .forward(x.clone())?
+        .sum()
+        .into_scalar()
+        .elem();
+    anyhow::ensure!(probe.is_finite(), "the benchmark's logits became {probe}");
+    let steps = args.steps.max(1) as f64;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps;
+    Ok(BenchResult {
+        net: net.name().to_string(),
+        params: net.params(),
+        batch: args.batch,
+        steps: args.steps,
+        threads: args.threads,
+        optim: args.optim,
+        backend: B::name(device),
+        images_per_sec: (args.steps * args.batch) as f64 / elapsed.max(1e-9),
+        forward_ms: ms(fwd),
+        backward_ms: ms(bwd),
+        optimizer_ms: ms(opt),
+    })
+}
+
+/// Runs `nas-core bench`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let What::Train(args) = args.what;
+    anyhow::ensure!(args.batch > 0 && args.steps > 0, "`--batch` and `--steps` must be at least 1");
+    if args.threads > 0
+        && let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(args.threads)
+            .build_global()
+    {
+        eprintln!("warning: could not size the thread pool: {e}");
+    }
+    let net = nas_dsl::check_str(REFERENCE)
+        .ok()
+        .and_then(|mut n| n.pop())
+        .context("the reference net fails the checker")?;
+    let result = match args.backend {
+        BackendKind::Flex => bench::<burn::backend::Autodiff<burn::backend::Flex>>(
+            &net,
+            &args,
+            &Default::default(),
+        )?,
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => bench::<burn::backend::Autodiff<burn::backend::Cuda>>(
+            &net,
+            &args,
+            &Default::default(),
+        )?,
+        #[cfg(not(feature = "cuda"))]
+        BackendKind::Cuda => return Err(backend_unavailable(args.backend).into()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        println!(
+            "{}: {} params, batch {}, {:?}, {} threads, backend {}",
+            result.net,
+            thousands(result.params),
+            result.batch,
+            result.optim,
+            result.threads,
+            result.backend
+        );
+        println!(
+            "{:.1} images/s over {} steps (per step: forward {:.1} ms, backward {:.1} ms, optimiser {:.1} ms)",
+            result.images_per_sec,
+            result.steps,
+            result.forward_ms,
+            result.backward_ms,
+            result.optimizer_ms
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_net_has_the_documented_size() {
+        let net = nas_dsl::check_str(REFERENCE).unwrap().remove(0);
+        assert_eq!(net.params(), 106_148);
+    }
+}

@@ -1,0 +1,91 @@
+//! Command-line interface: one file per subcommand, clap derive, doc comments as
+//! help text. Errors are reported with their cause chain and a non-zero exit.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod check;
+mod fmt;
+mod summary;
+mod train;
+mod bench;
+mod corpus;
+mod mutate;
+mod propose;
+mod evolve;
+mod report;
+mod compare;
+
+/// LLM-guided neural architecture search over channel configurations.
+#[derive(Debug, Parser)]
+#[command(name = "nas-core", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check `.nas` files and print rustc-style diagnostics; exit 1 on errors.
+    ///
+    /// Prints one line per net that checks (`ok  Name  params …  flops …  output
+    /// […]`) and exits 0; on errors prints every diagnostic to stderr and exits 1.
+    /// A file that cannot be read exits 2.
+    Check(check::Args),
+    /// Print (or with --check, verify) the canonical form of `.nas` files.
+    ///
+    /// The canonical form has arguments in a fixed order, defaults omitted,
+    /// four-space indentation and one statement per line; `//` comments are not
+    /// part of it and are dropped (`///` docs on a net are kept). A file with
+    /// errors gets its diagnostics on stderr and exit 1, and is never written.
+    Fmt(fmt::Args),
+    /// Print a per-layer table: shapes, parameters and FLOPs.
+    ///
+    /// FLOPs are multiply-accumulates per sample. Blocks (`residual`, `concat`)
+    /// get a row of their own with their contents indented under it. A file with
+    /// errors gets its diagnostics on stderr and exit 1.
+    Summary(summary::Args),
+    /// Train a network on the synthetic task or CIFAR and print its telemetry.
+    Train(train::Args),
+    /// Measure training throughput of a fixed reference net.
+    Bench(bench::Args),
+    /// Write N distinct, checked mutants of the nets in a `.nas` file.
+    Mutate(mutate::Args),
+    /// Stream distinct, checked mutants of seed nets to a JSON-lines corpus.
+    Corpus(corpus::Args),
+    /// Print K proposals (LLM, mutation or random) with outcomes and the valid rate.
+    Propose(propose::Args),
+    /// Search: propose, train and record children of a seed network; then report.
+    Evolve(evolve::Args),
+    /// Write a run's report.html and best.nas and print its leaderboard.
+    Report(report::Args),
+    /// Compare proposers over repeated runs with the same budget (statistics).
+    Compare(compare::Args),
+}
+
+/// Runs the command line and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(a) => check::run(a),
+        Command::Fmt(a) => fmt::run(a),
+        Command::Summary(a) => summary::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Mutate(a) => mutate::run(a),
+        Command::Corpus(a) => corpus::run(a),
+        Command::Propose(a) => propose::run(a),
+        Command::Evolve(a) => evolve::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Compare(a) => compare::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

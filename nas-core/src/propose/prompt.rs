@@ -1,0 +1,453 @@
+//! The proposer's prompt, as pure functions of what the search knows: a compact
+//! reference card of the language, the parent's width classes, examples with
+//! their telemetry, the parent's source and telemetry, the budget, and the
+//! instruction to answer with one fenced `nas` block.
+//!
+//! Two styles: `chat` (system + user messages, for instruction-tuned models) and
+//! `completion` (raw few-shot text ending in an open ```` ```nas ```` fence, for
+//! base models, which continue the pattern and stop at the closing fence or a
+//! blank line). [`repair`] builds the one repair round from a rejection.
+
+use super::{Budget, Context, Rejection, Telemetry};
+use nas_dsl::mutate::{Arch, ClassInfo, Generator, Mutator, Port, ValueSet};
+use nas_dsl::summary::thousands;
+use serde::Serialize;
+use std::fmt::Write;
+
+/// How the model is addressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Style {
+    /// Chat messages, for instruction-tuned models.
+    Chat,
+    /// Raw few-shot completion, for base models.
+    Completion,
+}
+
+impl Style {
+    /// The name used on the command line and in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Style::Chat => "chat",
+            Style::Completion => "completion",
+        }
+    }
+}
+
+/// Who says a chat message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Instructions.
+    System,
+    /// The search.
+    User,
+    /// The model.
+    Assistant,
+}
+
+impl Role {
+    /// The role's name in both protocols.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// One chat message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// Who says it.
+    pub role: Role,
+    /// What is said.
+    pub content: String,
+}
+
+impl Message {
+    fn new(role: Role, content: impl Into<String>) -> Message {
+        Message {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// A rendered prompt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "style", rename_all = "snake_case")]
+pub enum Prompt {
+    /// Chat messages.
+    Chat {
+        /// The conversation so far.
+        messages: Vec<Message>,
+    },
+    /// Raw text to continue.
+    Completion {
+        /// The text; it ends inside an open ```` ```nas ```` fence.
+        text: String,
+    },
+}
+
+impl Prompt {
+    /// The whole prompt as one text (for snapshots and logs).
+    pub fn to_text(&self) -> String {
+        match self {
+            Prompt::Chat { messages } => {
+                let mut out = String::new();
+                for m in messages {
+                    let _ = writeln!(out, "=== {} ===\n{}", m.role.as_str(), m.content);
+                }
+                out
+            }
+            Prompt::Completion { text } => text.clone(),
+        }
+    }
+}
+
+/// Stop sequences for completion-style prompts: the closing fence or a blank line.
+pub const COMPLETION_STOP: [&str; 2] = ["```", "\n\n"];
+
+/// One network shown to the model, with what is known about it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Example {
+    /// Canonical text, doc comments left out.
+    pub source: String,
+    /// Learnable parameters.
+    pub params: u64,
+    /// Multiply-accumulates per sample.
+    pub flops: u64,
+    /// Training telemetry; `None` for an untrained network.
+    pub telemetry: Option<Telemetry>,
+}
+
+impl Example {
+    /// The example for an architecture.
+    pub fn of(arch: &Arch, telemetry: Option<&Telemetry>) -> Example {
+        let mut net = arch.net().net().clone();
+        net.docs.clear();
+        Example {
+            source: nas_dsl::print(&net).trim_end().to_string(),
+            params: arch.net().params(),
+            flops: arch.net().flops(),
+            telemetry: telemetry.cloned(),
+        }
+    }
+
+    /// `accuracy 61.2%, loss 1.103, 5 epochs, 24,458 params, 2,916,480 FLOPs`.
+    pub fn telemetry_line(&self) -> String {
+        let mut parts = Vec::new();
+        match &self.telemetry {
+            Some(t) => {
+                if let Some(a) = t.accuracy {
+                    parts.push(format!("accuracy {:.1}%", a * 100.0));
+                }
+                if let Some(l) = t.loss {
+                    parts.push(format!("loss {l:.3}"));
+                }
+                if let Some(e) = t.epochs {
+                    parts.push(format!("{e} epochs"));
+                }
+            }
+            None => parts.push("not trained yet".to_string()),
+        }
+        parts.push(format!("{} params", thousands(self.params)));
+        parts.push(format!("{} FLOPs", thousands(self.flops)));
+        parts.join(", ")
+    }
+}
+
+/// Everything a prompt is made of.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PromptInput {
+    /// The task's input shape.
+    pub input: Vec<u64>,
+    /// The task's number of classes.
+    pub classes: u64,
+    /// The network to improve.
+    pub parent: Example,
+    /// The parent's width classes with the widths each may take.
+    pub width_classes: Vec<ClassInfo>,
+    /// Other networks, with telemetry (at most three).
+    pub examples: Vec<Example>,
+    /// The limits.
+    pub budget: Budget,
+    /// The width set in force.
+    pub widths: ValueSet,
+}
+
+/// How many examples a prompt shows besides the parent.
+pub const EXAMPLES: usize = 2;
+
+impl PromptInput {
+    /// The prompt input for improving `parent` in `ctx`: examples are the best
+    /// trained architectures of the history (the parent excluded); while fewer
+    /// than [`EXAMPLES`] are trained, seeded mutants of the parent fill in,
+    /// marked untrained, so a base model still sees worked examples.
+    pub fn from_context(ctx: &Context, parent: &Arch) -> PromptInput {
+        let mut trained: Vec<(&super::Evaluated, f64)> = ctx
+            .history()
+            .iter()
+            .filter(|e| e.arch.hash() != parent.hash())
+            .filter_map(|e| Some((e, e.telemetry.as_ref()?.accuracy?)))
+            .collect();
+        trained.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut examples: Vec<Example> = trained
+            .iter()
+            .take(EXAMPLES)
+            .map(|(e, _)| Example::of(&e.arch, e.telemetry.as_ref()))
+            .collect();
+        if examples.len() < EXAMPLES {
+            let mutator = Mutator {
+                widths: ctx.widths,
+                structural: false,
+            };
+            if let Ok(mut generator) = Generator::new(vec![parent.net().clone()], mutator, 0) {
+                while examples.len() < EXAMPLES {
+                    match generator.next_mutant() {
+                        Ok(m) => examples.push(Example::of(&m.arch, None)),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        let net = parent.net();
+        PromptInput {
+            input: net.input().dims(),
+            classes: net.net().classes.value,
+            parent: Example::of(parent, ctx.telemetry_of(parent)),
+            width_classes: parent.classes().describe(&ctx.widths),
+            examples,
+            budget: ctx.budget,
+            widths: ctx.widths,
+        }
+    }
+}
+
+/// The language reference card (the shape rules included).
+pub const REFERENCE: &str = "\
+A network is `net Name(input = [C, H, W], classes = N) { statements }`.
+Statements end with `;` (blocks end at `}`); `name: layer(...)` names a layer.
+Layers (defaults in parentheses):
+- conv(I -> O, k = K, stride = 1, pad = 0, groups = 1, dilation = 1, bias = true): [I, H, W] -> [O, H', W'], H' = (H + 2*pad - dilation*(K-1) - 1) / stride + 1
+- linear(I -> O, bias = true): [I] -> [O]
+- bn, relu, gelu, silu, sigmoid, tanh: shape unchanged
+- maxpool(k = K, stride = K, pad = 0), avgpool(k = K, stride = K, pad = 0): [C, H, W] -> [C, H', W']
+- gap: [C, H, W] -> [C]; flatten: [C, H, W] -> [C*H*W]
+- dropout(p = P) with 0 <= P < 1: shape unchanged
+- residual { body } shortcut { body }: body(x) + shortcut(x); the shortcut defaults to identity; both sides must produce the same shape
+- concat { branch { ... } branch { ... } }: branches keep H and W; output channels are the sum
+Shape rules: widths are written, never inferred. A conv's I must equal the channels that reach it, a linear's I the features that reach it (after gap: the channels; after flatten: C*H*W). groups divides I and O. The network must end in [classes].";
+
+/// The reference card as `//` comment lines, for completion prompts.
+const REFERENCE_COMMENTS: &str = "\
+// nas: a language for CNNs. `net Name(input = [C, H, W], classes = N) { ... }`, statements end with `;`.
+// Layers: conv(I -> O, k = K, stride = S, pad = P, groups = G), linear(I -> O), bn, relu, maxpool(k = K),
+// avgpool(k = K), gap, flatten, dropout(p = P), residual { ... } shortcut { ... }, concat { branch { ... } ... }.
+// Rules: a conv's I equals the channels reaching it; a linear's I equals the features reaching it;
+// a residual body keeps the shape of its input; the network ends in [classes].";
+
+/// Renders the prompt for `input` in `style`.
+pub fn render(style: Style, input: &PromptInput) -> Prompt {
+    match style {
+        Style::Chat => Prompt::Chat {
+            messages: vec![
+                Message::new(Role::System, system_message()),
+                Message::new(Role::User, user_message(input)),
+            ],
+        },
+        Style::Completion => Prompt::Completion {
+            text: completion_text(input),
+        },
+    }
+}
+
+fn system_message() -> String {
+    format!(
+        "You design convolutional networks in the nas language. You are given networks \
+with their measured telemetry and write the source of the next network to train.\n\n\
+{REFERENCE}\n\n\
+Answer with exactly one fenced ```nas block holding one complete net, and nothing else."
+    )
+}
+
+fn task_line(input: &PromptInput) -> String {
+    format!(
+        "Task: input {:?}, {} classes (write `input = {:?}, classes = {}`).",
+        input.input, input.classes, input.input, input.classes
+    )
+}
+
+fn budget_line(budget: &Budget) -> String {
+    match (budget.max_params, budget.max_flops) {
+        (None, None) => "Budget: none.".to_string(),
+        (Some(p), None) => format!("Budget: at most {} parameters.", thousands(p)),
+        (None, Some(f)) => format!("Budget: at most {} FLOPs per sample.", thousands(f)),
+        (Some(p), Some(f)) => format!(
+            "Budget: at most {} parameters and {} FLOPs per sample.",
+            thousands(p),
+            thousands(f)
+        ),
+    }
+}
+
+fn class_lines(input: &PromptInput) -> String {
+    let mut out = String::new();
+    for c in &input.width_classes {
+        let members: Vec<String> = c
+            .members
+            .iter()
+            .map(|m| {
+                let port = match m.port {
+                    Port::In => "in",
+                    Port::Out => "out",
+                    Port::Groups => "groups",
+                };
+                let factor = if m.factor == 1 {
+                    String::new()
+                } else {
+                    format!(" (x{})", m.factor)
+                };
+                format!("{}.{port}{factor}", m.layer)
+            })
+            .collect();
+        let allowed = if c.allowed.count == 0 {
+            "fixed".to_string()
+        } else if c.allowed.step == 1 {
+            format!("{}..={}", c.allowed.min, c.allowed.max)
+        } else {
+            format!(
+                "multiples of {} in {}..={}",
+                c.allowed.step, c.allowed.min, c.allowed.max
+            )
+        };
+        let _ = writeln!(
+            out,
+            "- class {} = {}: {} (allowed {allowed})",
+            c.id,
+            c.width,
+            members.join(", ")
+        );
+    }
+    out
+}
+
+fn user_message(input: &PromptInput) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", task_line(input));
+    let _ = writeln!(out, "{}", budget_line(&input.budget));
+    let _ = writeln!(out);
+    if !input.examples.is_empty() {
+        let _ = writeln!(out, "Other networks for this task:");
+        for (i, e) in input.examples.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "\nExample {} ({}):\n```nas\n{}\n```",
+                i + 1,
+                e.telemetry_line(),
+                e.source
+            );
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(
+        out,
+        "Parent network ({}):\n```nas\n{}\n```\n",
+        input.parent.telemetry_line(),
+        input.parent.source
+    );
+    if !input.width_classes.is_empty() {
+        let _ = writeln!(
+            out,
+            "Width classes of the parent (the widths in one class must stay equal; change a class by rewriting all its members):"
+        );
+        out.push_str(&class_lines(input));
+        let _ = writeln!(out);
+    }
+    let _ = write!(
+        out,
+        "Write a new network for this task that should reach a higher accuracy than the parent within the budget, \
+for example by changing the widths of some width classes. It must differ from every network above. \
+Answer with exactly one fenced ```nas block."
+    );
+    out
+}
+
+fn completion_text(input: &PromptInput) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{REFERENCE_COMMENTS}");
+    let _ = writeln!(
+        out,
+        "// {} {}",
+        task_line(input),
+        budget_line(&input.budget)
+    );
+    for e in input.examples.iter().chain(std::iter::once(&input.parent)) {
+        let _ = writeln!(
+            out,
+            "\n// {}\n```nas\n{}\n```",
+            e.telemetry_line(),
+            e.source
+        );
+    }
+    let _ = write!(
+        out,
+        "\n// A new network with different channel widths ({}):\n```nas\n",
+        budget_line(&input.budget)
+            .trim_start_matches("Budget: ")
+            .trim_end_matches('.')
+    );
+    out
+}
+
+/// The most characters of a rejected answer or its diagnostics echoed back.
+const ECHO_LIMIT: usize = 3000;
+
+fn clip(text: &str) -> &str {
+    match text.char_indices().nth(ECHO_LIMIT) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+/// The one repair round: the first prompt, the model's answer and why it was
+/// rejected, and the request to fix it.
+pub fn repair(prompt: &Prompt, raw: &str, rejection: &Rejection) -> Prompt {
+    let diagnostics = clip(rejection.diagnostics.trim_end());
+    match prompt {
+        Prompt::Chat { messages } => {
+            let mut messages = messages.clone();
+            messages.push(Message::new(Role::Assistant, clip(raw)));
+            messages.push(Message::new(
+                Role::User,
+                format!(
+                    "That network was rejected ({}):\n```text\n{diagnostics}\n```\n\
+Fix it and answer with exactly one fenced ```nas block holding the corrected network.",
+                    rejection.outcome
+                ),
+            ));
+            Prompt::Chat { messages }
+        }
+        Prompt::Completion { text } => {
+            // Keep the card and task (the header before the first example), then show
+            // the rejected network, its errors as comments, and open the fix.
+            let header = text.split("\n\n").next().unwrap_or("");
+            let rejected = rejection.source.as_deref().unwrap_or(raw);
+            let mut out = String::new();
+            let _ = writeln!(out, "{header}");
+            let _ = writeln!(
+                out,
+                "\n// This network was rejected ({}):\n```nas\n{}\n```",
+                rejection.outcome,
+                clip(rejected.trim_end())
+            );
+            for line in diagnostics.lines().filter(|l| !l.trim().is_empty()) {
+                let _ = writeln!(out, "// {line}");
+            }
+            let _ = write!(out, "\n// The corrected network:\n```nas\n");
+            Prompt::Completion { text: out }
+        }
+    }
+}

@@ -1,0 +1,671 @@
+//! The trainer: our own loop over a runtime-built net (SGD with Nesterov momentum,
+//! weight decay, warm-up then cosine or one-cycle schedule, label smoothing), with
+//! fixed hyper-parameters per run so accuracy differences come from the
+//! architecture. It evaluates top-1/top-5 on the test split after every epoch,
+//! records per-epoch telemetry, and ends a run whose loss turns NaN/Inf or explodes
+//! as `diverged` instead of crashing. Seeds make a CPU run reproducible.
+
+use crate::data::augment::{Augment, Prefetch, epoch_batches, make_batch};
+use crate::data::{Dataset, IMAGE, Normalize, Split};
+use crate::runtime::{RuntimeError, RuntimeNet};
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use nas_dsl::{CheckedNet, Shape};
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Why a run could not start (a run that starts always ends with a [`Report`]).
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The net does not fit the task.
+    #[error("`{net}` does not fit the {task} task: {reason}")]
+    Mismatch {
+        /// The net's name.
+        net: String,
+        /// The task's name.
+        task: String,
+        /// What disagrees.
+        reason: String,
+    },
+    /// A hyper-parameter is out of range.
+    #[error("invalid training configuration: {0}")]
+    Config(String),
+    /// The runtime module failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// The learning-rate schedule after warm-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// Linear warm-up to the peak, then cosine decay to zero.
+    Cosine,
+    /// One-cycle: linear warm-up from peak/25 over at least 30% of the run, then
+    /// cosine decay to peak/10,000.
+    OneCycle,
+}
+
+/// The hyper-parameters of a run (fixed across the runs of a search).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TrainConfig {
+    /// Passes over the training split.
+    pub epochs: usize,
+    /// Training batch size.
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Share of all steps spent warming up linearly.
+    pub warmup: f64,
+    /// The schedule after warm-up.
+    pub schedule: Schedule,
+    /// Label smoothing of the training loss (0: none).
+    pub label_smoothing: f64,
+    /// Training augmentation.
+    pub augment: Augment,
+    /// Seeds weights, shuffling, augmentation and dropout.
+    pub seed: u64,
+    /// A training loss above `explode · ln(classes)` counts as divergence.
+    pub explode: f64,
+    /// Evaluation batch size.
+    pub eval_batch: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 2,
+            batch: 128,
+            lr: 0.05,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            warmup: 0.1,
+            schedule: Schedule::Cosine,
+            label_smoothing: 0.1,
+            augment: Augment::STANDARD,
+            seed: 0,
+            explode: 10.0,
+            eval_batch: 500,
+        }
+    }
+}
+
+impl TrainConfig {
+    fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.epochs == 0 {
+            return bad("`epochs` must be at least 1".into());
+        }
+        if self.batch == 0 || self.eval_batch == 0 {
+            return bad("batch sizes must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("the learning rate must be positive, not {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!("momentum must be in [0, 1), not {}", self.momentum));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(format!(
+                "label smoothing must be in [0, 1), not {}",
+                self.label_smoothing
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.warmup) {
+            return bad(format!("warm-up must be in [0, 1], not {}", self.warmup));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!("weight decay must be ≥ 0, not {}", self.weight_decay));
+        }
+        Ok(())
+    }
+}
+
+/// The learning rate at `step` (0-based) of `total` steps.
+pub fn learning_rate(cfg: &TrainConfig, step: usize, total: usize) -> f64 {
+    let total = total.max(1) as f64;
+    let step = step as f64;
+    let cosine = |from: f64, to: f64, t: f64| to + (from - to) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+    match cfg.schedule {
+        Schedule::Cosine => {
+            let warm = (cfg.warmup * total).floor();
+            if step < warm {
+                cfg.lr * (step + 1.0) / warm
+            } else {
+                let t = (step - warm) / (total - warm).max(1.0);
+                cosine(cfg.lr, 0.0, t.min(1.0))
+            }
+        }
+        Schedule::OneCycle => {
+            let warm = (cfg.warmup.max(0.3) * total).floor().max(1.0);
+            let start = cfg.lr / 25.0;
+            if step < warm {
+                start + (cfg.lr - start) * step / warm
+            } else {
+                let t = (step - warm) / (total - warm).max(1.0);
+                cosine(cfg.lr, cfg.lr / 1e4, t.min(1.0))
+            }
+        }
+    }
+}
+
+/// A task ready for training: both splits shared (a search reuses one task across
+/// many runs) and the normalisation fitted on the training split.
+#[derive(Clone, Debug)]
+pub struct Task {
+    /// The task's name.
+    pub name: String,
+    /// Training images.
+    pub train: Arc<Dataset>,
+    /// Test images.
+    pub test: Arc<Dataset>,
+    /// Per-channel statistics of the training split.
+    pub normalize: Normalize,
+}
+
+impl Task {
+    /// Prepares a loaded split.
+    pub fn new(split: Split) -> Task {
+        let normalize = Normalize::fit(&split.train);
+        Task {
+            name: split.name,
+            train: Arc::new(split.train),
+            test: Arc::new(split.test),
+            normalize,
+        }
+    }
+
+    /// The number of classes.
+    pub fn classes(&self) -> usize {
+        self.train.classes
+    }
+}
+
+/// One epoch's telemetry.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct EpochStats {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Optimiser steps this epoch.
+    pub steps: usize,
+    /// Mean training loss (with label smoothing).
+    pub train_loss: f64,
+    /// Mean test loss (plain cross-entropy).
+    pub test_loss: f64,
+    /// Test top-1 accuracy in [0, 1].
+    pub top1: f64,
+    /// Test top-5 accuracy in [0, 1].
+    pub top5: f64,
+    /// Training images per second (forward, backward and optimiser step).
+    pub images_per_sec: f64,
+    /// Wall time of the epoch in seconds, evaluation included.
+    pub wall_s: f64,
+    /// The learning rate at the epoch's last step.
+    pub lr: f64,
+    /// Peak resident memory of the process so far (bytes), where the OS says.
+    pub peak_rss: Option<u64>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every epoch ran.
+    Completed,
+    /// The loss became NaN/Inf or exploded.
+    Diverged {
+        /// The 1-based epoch it happened in.
+        epoch: usize,
+        /// The 1-based step within that epoch (0: during evaluation).
+        step: usize,
+        /// What was seen.
+        reason: String,
+    },
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    /// The net's name.
+    pub net: String,
+    /// Learnable parameters (the checker's count).
+    pub params: u64,
+    /// Multiply-accumulates per image (the checker's count).
+    pub flops: u64,
+    /// The task's name.
+    pub dataset: String,
+    /// Training and test images.
+    pub train_images: usize,
+    /// Test images.
+    pub test_images: usize,
+    /// The backend's name.
+    pub backend: String,
+    /// The hyper-parameters.
+    pub config: TrainConfig,
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// One entry per completed epoch.
+    pub epochs: Vec<EpochStats>,
+    /// Top-1 of the last completed epoch (0 if none).
+    pub top1: f64,
+    /// Top-5 of the last completed epoch (0 if none).
+    pub top5: f64,
+    /// Total wall time in seconds.
+    pub wall_s: f64,
+}
+
+impl Report {
+    /// Whether the run diverged.
+    pub fn diverged(&self) -> bool {
+        matches!(self.outcome, Outcome::Diverged { .. })
+    }
+}
+
+/// Receives progress while a run goes (the CLI's progress bar); `()` ignores it.
+pub trait Observer {
+    /// An epoch of `steps` steps begins.
+    fn epoch_start(&mut self, _epoch: usize, _steps: usize) {}
+    /// A step finished with this training loss.
+    fn step(&mut self, _step: usize, _loss: f64) {}
+    /// Evaluation begins.
+    fn evaluating(&mut self) {}
+    /// An epoch finished.
+    fn epoch_end(&mut self, _stats: &EpochStats) {}
+}
+
+impl Observer for () {}
+
+/// Peak resident set size of this process (`VmHWM`), where `/proc` has it.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_hwm(&status)
+}
+
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let mut parts = line["VmHWM:".len()..].split_whitespace();
+    let value: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") => value.checked_mul(1024),
+        _ => None,
+    }
+}
+
+/// Checks that the net takes `[3, 32, 32]` images and ends in the task's classes.
+pub fn check_fit(net: &CheckedNet, task: &Task) -> Result<(), TrainError> {
+    let mismatch = |reason: String| TrainError::Mismatch {
+        net: net.name().to_string(),
+        task: task.name.clone(),
+        reason,
+    };
+    let image = Shape::Map {
+        c: IMAGE[0] as u64,
+        h: IMAGE[1] as u64,
+        w: IMAGE[2] as u64,
+    };
+    if net.input() != image {
+        return Err(mismatch(format!(
+            "the net takes {} but the images are {image}",
+            net.input()
+        )));
+    }
+    if net.output() != Shape::Flat(task.classes() as u64) {
+        return Err(mismatch(format!(
+            "the net ends in {} but the task has {} classes",
+            net.output(),
+            task.classes()
+        )));
+    }
+    if task.train.is_empty() || task.test.is_empty() {
+        return Err(mismatch("a split is empty".into()));
+    }
+    Ok(())
+}
+
+fn images_tensor<B: Backend>(images: Vec<f32>, n: usize, device: &B::Device) -> Tensor<B, 4> {
+    Tensor::from_data(
+        TensorData::new(images, [n, IMAGE[0], IMAGE[1], IMAGE[2]]),
+        device,
+    )
+}
+
+/// Test-split loss and accuracy of a model in inference mode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Top-1 accuracy.
+    pub top1: f64,
+    /// Top-5 accuracy.
+    pub top5: f64,
+}
+
+/// Evaluates a model on a set (no augmentation), `batch` images at a time.
+pub fn evaluate<B: Backend>(
+    model: &RuntimeNet<B>,
+    set: &Dataset,
+    normalize: &Normalize,
+    batch: usize,
+    device: &B::Device,
+) -> Result<Evaluation, RuntimeError> {
+    let mut rng = Pcg64::seed_from_u64(0);
+    let (mut loss, mut top1, mut top5) = (0f64, 0usize, 0usize);
+    let indices: Vec<usize> = (0..set.len()).collect();
+    for chunk in indices.chunks(batch.max(1)) {
+        let b = make_batch(set, chunk, normalize, Augment::NONE, &mut rng);
+        let n = b.len();
+        let logits = model.forward(images_tensor::<B>(b.images, n, device))?;
+        let classes = logits.dims()[1];
+        let values: Vec<f32> = logits.into_data().into_vec().unwrap_or_default();
+        for (row, &label) in values.chunks(classes).zip(&b.labels) {
+            let (l, rank) = row_stats(row, label as usize);
+            loss += l;
+            top1 += usize::from(rank < 1);
+            top5 += usize::from(rank < 5);
+        }
+    }
+    let n = set.len().max(1) as f64;
+    Ok(Evaluation {
+        loss: loss / n,
+        top1: top1 as f64 / n,
+        top5: top5 as f64 / n,
+    })
+}
+
+/// Cross-entropy of one row of logits and the rank of the true class (0: top-1).
+/// A NaN logit makes the loss NaN and the rank the worst.
+fn row_stats(row: &[f32], label: usize) -> (f64, usize) {
+    let Some(&target) = row.get(label) else {
+        return (f64::NAN, usize::MAX);
+    };
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&v| f64::from(v - max).exp()).sum();
+    let loss = sum.ln() - f64::from(target - max);
+    if target.is_nan() {
+        return (f64::NAN, usize::MAX);
+    }
+    let rank = row
+        .iter()
+        .enumerate()
+        .filter(|&(i, &v)| v > target || (v == target && i < label) || v.is_nan())
+        .count();
+    (loss, rank)
+}
+
+/// Trains `net` on `task` with `cfg` on `device` (an autodiff backend) and reports.
+pub fn train<B: AutodiffBackend>(
+    net: &CheckedNet,
+    task: &Task,
+    cfg: &TrainConfig,
+    device: &B::Device,
+    observer: &mut dyn Observer,
+) -> Result<Report, TrainError> {
+    cfg.validate()?;
+    check_fit(net, task)?;
+    let start = Instant::now();
+    B::seed(device, cfg.seed);
+    let mut model = RuntimeNet::<B>::new(net, device);
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new()
+                .with_momentum(cfg.momentum)
+                .with_dampening(0.0)
+                .with_nesterov(cfg.nesterov),
+        ))
+        .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay as f32)))
+        .init::<B, RuntimeNet<B>>();
+    let smoothing = (cfg.label_smoothing > 0.0).then_some(cfg.label_smoothing as f32);
+    let loss_fn = CrossEntropyLossConfig::new()
+        .with_smoothing(smoothing)
+        .init::<B>(device);
+    let limit = cfg.explode * (task.classes().max(2) as f64).ln();
+    let mut rng = Pcg64::seed_from_u64(cfg.seed ^ 0xDA7A);
+    let steps_per_epoch = epoch_batches(task.train.len(), cfg.batch, &mut rng.clone()).len();
+    let total = steps_per_epoch * cfg.epochs;
+    let mut global = 0usize;
+    let mut epochs = Vec::new();
+    let mut outcome = Outcome::Completed;
+
+    'epochs: for epoch in 1..=cfg.epochs {
+        let epoch_start = Instant::now();
+        let batches = epoch_batches(task.train.len(), cfg.batch, &mut rng);
+        observer.epoch_start(epoch, batches.len());
+        let stream = Prefetch::start(
+            task.train.clone(),
+            batches,
+            task.normalize,
+            cfg.augment,
+            rng.random(),
+            2,
+        );
+        let (mut loss_sum, mut seen, mut steps, mut lr) = (0f64, 0usize, 0usize, 0f64);
+        for b in stream {
+            let n = b.len();
+            lr = learning_rate(cfg, global, total);
+            let x = images_tensor::<B>(b.images, n, device);
+            let y = Tensor::<B, 1, Int>::from_data(TensorData::new(b.labels, [n]), device);
+            let logits = model.forward(x)?;
+            let loss = loss_fn.forward(logits, y);
+            let value: f64 = loss.clone().into_scalar().elem();
+            steps += 1;
+            global += 1;
+            if !value.is_finite() || value > limit {
+                let reason = if value.is_finite() {
+                    format!("training loss {value:.3e} exceeds {limit:.1}")
+                } else {
+                    format!("training loss is {value}")
+                };
+                outcome = Outcome::Diverged {
+                    epoch,
+                    step: steps,
+                    reason,
+                };
+                break 'epochs;
+            }
+            observer.step(steps, value);
+            loss_sum += value * n as f64;
+            seen += n;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+        }
+        let train_time = epoch_start.elapsed().as_secs_f64();
+        observer.evaluating();
+        let eval = evaluate(
+            &model.valid(),
+            &task.test,
+            &task.normalize,
+            cfg.eval_batch,
+            device,
+        )?;
+        if !eval.loss.is_finite() {
+            outcome = Outcome::Diverged {
+                epoch,
+                step: 0,
+                reason: format!("test loss is {}", eval.loss),
+            };
+            break;
+        }
+        let stats = EpochStats {
+            epoch,
+            steps,
+            train_loss: loss_sum / seen.max(1) as f64,
+            test_loss: eval.loss,
+            top1: eval.top1,
+            top5: eval.top5,
+            images_per_sec: seen as f64 / train_time.max(1e-9),
+            wall_s: epoch_start.elapsed().as_secs_f64(),
+            lr,
+            peak_rss: peak_rss(),
+        };
+        observer.epoch_end(&stats);
+        epochs.push(stats);
+    }
+    let (top1, top5) = epochs.last().map_or((0.0, 0.0), |e| (e.top1, e.top5));
+    Ok(Report {
+        net: net.name().to_string(),
+        params: net.params(),
+        flops: net.flops(),
+        dataset: task.name.clone(),
+        train_images: task.train.len(),
+        test_images: task.test.len(),
+        backend: B::name(device),
+        config: cfg.clone(),
+        outcome,
+        epochs,
+        top1,
+        top5,
+        wall_s: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Which Burn backend runs a training run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Burn's `flex` CPU backend (always available).
+    Flex,
+    /// Burn's CUDA backend (needs nas-core built with `--features cuda`).
+    Cuda,
+}
+
+/// The error for a backend this build does not include.
+pub fn backend_unavailable(kind: BackendKind) -> TrainError {
+    let name = match kind {
+        BackendKind::Flex => "flex",
+        BackendKind::Cuda => "cuda",
+    };
+    TrainError::Config(format!(
+        "this nas-core was built without the `{name}` backend; rebuild with `cargo build --release --features {name}`"
+    ))
+}
+
+/// Trains on the chosen backend's default device (see [`train`]).
+pub fn train_on(
+    backend: BackendKind,
+    net: &CheckedNet,
+    task: &Task,
+    cfg: &TrainConfig,
+    observer: &mut dyn Observer,
+) -> Result<Report, TrainError> {
+    match backend {
+        BackendKind::Flex => train::<burn::backend::Autodiff<burn::backend::Flex>>(
+            net,
+            task,
+            cfg,
+            &Default::default(),
+            observer,
+        ),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => train::<burn::backend::Autodiff<burn::backend::Cuda>>(
+            net,
+            task,
+            cfg,
+            &Default::default(),
+            observer,
+        ),
+        #[cfg(not(feature = "cuda"))]
+        BackendKind::Cuda => Err(backend_unavailable(backend)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(schedule: Schedule) -> TrainConfig {
+        TrainConfig {
+            lr: 1.0,
+            warmup: 0.1,
+            schedule,
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn cosine_warms_up_linearly_then_decays_to_zero() {
+        let c = cfg(Schedule::Cosine);
+        assert!((learning_rate(&c, 0, 100) - 0.1).abs() < 1e-12);
+        assert!((learning_rate(&c, 9, 100) - 1.0).abs() < 1e-12);
+        assert!((learning_rate(&c, 10, 100) - 1.0).abs() < 1e-12);
+        assert!((learning_rate(&c, 55, 100) - 0.5).abs() < 1e-12);
+        assert!(learning_rate(&c, 99, 100) < 0.001);
+        let mut prev = f64::INFINITY;
+        for s in 10..100 {
+            let lr = learning_rate(&c, s, 100);
+            assert!(lr <= prev);
+            prev = lr;
+        }
+    }
+
+    #[test]
+    fn one_cycle_starts_low_peaks_and_ends_near_zero() {
+        let c = cfg(Schedule::OneCycle);
+        assert!((learning_rate(&c, 0, 100) - 0.04).abs() < 1e-12);
+        assert!((learning_rate(&c, 30, 100) - 1.0).abs() < 1e-12);
+        let last = learning_rate(&c, 99, 100);
+        assert!(last < 0.01 && last >= 1e-4);
+    }
+
+    #[test]
+    fn vm_hwm_is_parsed_in_bytes() {
+        let status = "Name:\tx\nVmPeak:\t 100 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(2048 * 1024));
+        assert_eq!(parse_vm_hwm("VmRSS: 1 kB"), None);
+        assert_eq!(parse_vm_hwm("VmHWM: lots"), None);
+    }
+
+    #[test]
+    fn row_stats_give_loss_and_rank() {
+        let (l, r) = row_stats(&[0.0, 0.0], 1);
+        assert!((l - 2f64.ln()).abs() < 1e-9);
+        assert_eq!(r, 1, "ties rank the lower index first");
+        assert_eq!(row_stats(&[1.0, 5.0, 3.0], 2).1, 1);
+        assert_eq!(row_stats(&[1.0, 5.0, 3.0], 1).1, 0);
+        assert!(row_stats(&[f32::NAN, 1.0], 1).0.is_nan());
+        assert_eq!(row_stats(&[1.0], 3).1, usize::MAX);
+    }
+
+    #[test]
+    fn invalid_configurations_are_rejected() {
+        for (c, msg) in [
+            (
+                TrainConfig {
+                    epochs: 0,
+                    ..TrainConfig::default()
+                },
+                "`epochs` must be at least 1",
+            ),
+            (
+                TrainConfig {
+                    lr: -1.0,
+                    ..TrainConfig::default()
+                },
+                "the learning rate must be positive, not -1",
+            ),
+            (
+                TrainConfig {
+                    label_smoothing: 1.0,
+                    ..TrainConfig::default()
+                },
+                "label smoothing must be in [0, 1), not 1",
+            ),
+        ] {
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.to_string(), format!("invalid training configuration: {msg}"));
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The proposers against a real local model: Gemma 3 270M (a base model) served by
+//! llama-server, reached over the Ollama protocol (through scripts/ollama_adapter.py,
+//! with ollama-rs) and over the OpenAI protocol (directly). Started by
+//! `scripts/local-llm.sh start`; selected by `NAS_LLM_URL` (Ollama, e.g.
+//! http://127.0.0.1:11434) and `NAS_OPENAI_URL` (e.g. http://127.0.0.1:8080);
+//! `NAS_LLM_MODEL` names the model (default `gemma3:270m`). Without them every
+//! test prints a loud SKIPPED line and passes.
+//!
+//! Temperature 0 and a fixed seed. Only what a 270M base model can honestly
+//! deliver is asserted: every attempt gets a recorded outcome that an independent
+//! re-check of its text confirms, token counts and latency are recorded, the
+//! repair path runs, no server failure, nothing panics. Whether the proposals are
+//! good is not asserted.
+
+use nas_core::propose::{
+    Budget, Context, LlmConfig, LlmProposer, OllamaBackend, OpenAiBackend, Outcome, Proposal,
+    ProposeError, Proposer, Round, Style, identity,
+};
+use nas_dsl::mutate::ValueSet;
+use std::collections::HashSet;
+use std::time::Duration;
+
+fn env_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            eprintln!(
+                "\n*** SKIPPED: {var} is not set, so this live-model test did not run. ***\n\
+                 *** Start the local server with `scripts/local-llm.sh start` and set   ***\n\
+                 *** NAS_LLM_URL=http://127.0.0.1:11434 NAS_OPENAI_URL=http://127.0.0.1:8080 ***\n"
+            );
+            None
+        }
+    }
+}
+
+fn model() -> String {
+    std::env::var("NAS_LLM_MODEL").unwrap_or_else(|_| "gemma3:270m".to_string())
+}
+
+fn config(url: &str, style: Style) -> LlmConfig {
+    LlmConfig {
+        style,
+        temperature: 0.0,
+        seed: 42,
+        max_tokens: 320,
+        timeout: Duration::from_secs(180),
+        retries: 1,
+        backoff: Duration::from_millis(500),
+        ..LlmConfig::new(model(), url)
+    }
+}
+
+fn seed_ctx(rel: &str, budget: Budget) -> Context {
+    let path = format!("{}/../{rel}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let seed = nas_dsl::check_str(&text).unwrap().remove(0);
+    Context::new(seed, budget, ValueSet::default())
+}
+
+/// Re-derives each attempt's outcome from its recorded text with nas-dsl directly,
+/// and checks the record is complete.
+fn assert_classified(ctx: &Context, proposal: &Proposal, seen: &HashSet<String>) {
+    assert!(!proposal.attempts.is_empty());
+    for a in &proposal.attempts {
+        assert!(
+            !a.outcome.is_server_failure(),
+            "server failure: {:?}",
+            a.diagnostics
+        );
+        assert!(a.latency_ms > 0.0);
+        assert!(a.prompt_tokens.is_some_and(|n| n > 0), "{a:?}");
+        assert!(a.completion_tokens.is_some(), "{a:?}");
+        let source = a.source.as_deref().unwrap_or("");
+        match a.outcome {
+            Outcome::ParseError => {
+                assert!(nas_dsl::parse_str(source).is_err(), "parses: {source}");
+                assert!(a.diagnostics.is_some());
+            }
+            Outcome::ShapeError => {
+                let net = nas_dsl::parse_str(source).unwrap().nets.remove(0);
+                let fits = nas_dsl::check(&net).is_ok_and(|c| {
+                    c.input() == ctx.seed().net().input() && c.output() == ctx.seed().net().output()
+                });
+                assert!(!fits, "checks and fits the task: {source}");
+            }
+            Outcome::OverBudget => {
+                let c = nas_dsl::check_str(source).unwrap().remove(0);
+                let over = ctx.budget.max_params.is_some_and(|m| c.params() > m)
+                    || ctx.budget.max_flops.is_some_and(|m| c.flops() > m);
+                assert!(over, "within budget: {source}");
+            }
+            Outcome::Duplicate => {
+                let c = nas_dsl::check_str(source).unwrap().remove(0);
+                assert!(seen.contains(&identity(c.net())), "new: {source}");
+            }
+            Outcome::Ok => {
+                let c = nas_dsl::check_str(source).unwrap().remove(0);
+                assert_eq!(c.input(), ctx.seed().net().input());
+                assert_eq!(c.output(), ctx.seed().net().output());
+                assert!(!seen.contains(&identity(c.net())));
+            }
+            Outcome::Timeout | Outcome::ServerError => unreachable!(),
+        }
+        let repairable = a.outcome.repairable();
+        if a.round == Round::Initial && repairable {
+            assert_eq!(proposal.attempts.len(), 2, "a rejected answer gets a repair");
+        }
+    }
+    assert_eq!(proposal.arch.is_some(), proposal.outcome() == Outcome::Ok);
+}
+
+/// Runs `n` proposals from `rel`, recording valid ones, and checks each.
+async fn run<P: Proposer>(proposer: &mut P, rel: &str, budget: Budget, n: usize) -> Vec<Proposal> {
+    let mut ctx = seed_ctx(rel, budget);
+    let mut seen: HashSet<String> = HashSet::from([identity(ctx.seed().net().net())]);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let p = proposer.propose(&ctx).await;
+        eprintln!(
+            "{} {rel}: {:?} in {:.1} s",
+            proposer.name(),
+            p.attempts.iter().map(|a| a.outcome).collect::<Vec<_>>(),
+            p.latency_ms() / 1e3
+        );
+        assert_classified(&ctx, &p, &seen);
+        if let Some(arch) = &p.arch {
+            seen.insert(identity(arch.net().net()));
+            ctx.record(arch.clone(), None);
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// A budget no network can meet: every answer that parses is rejected, so each
+/// proposal goes through the repair round, whatever the model writes.
+const IMPOSSIBLE: Budget = Budget {
+    max_params: Some(1),
+    max_flops: None,
+};
+
+#[tokio::test]
+async fn ollama_completion_style_on_the_real_model() {
+    let Some(url) = env_url("NAS_LLM_URL") else {
+        return;
+    };
+    let c = config(&url, Style::Completion);
+    let backend = OllamaBackend::connect(&c).await.unwrap();
+    let mut p = LlmProposer::new(backend, c);
+    run(&mut p, "models/nas/small_cnn.nas", Budget::default(), 2).await;
+    let repaired = run(&mut p, "models/nas/small_cnn.nas", IMPOSSIBLE, 1).await;
+    assert!(repaired.iter().all(|p| p.attempts.len() == 2 && p.repaired()));
+}
+
+#[tokio::test]
+async fn ollama_chat_style_on_the_real_model() {
+    let Some(url) = env_url("NAS_LLM_URL") else {
+        return;
+    };
+    let c = config(&url, Style::Chat);
+    let backend = OllamaBackend::connect(&c).await.unwrap();
+    let mut p = LlmProposer::new(backend, c);
+    run(&mut p, "nas-dsl/tests/data/tiny_resnet.nas", Budget::default(), 1).await;
+}
+
+#[tokio::test]
+async fn ollama_unknown_model_is_a_clear_error() {
+    let Some(url) = env_url("NAS_LLM_URL") else {
+        return;
+    };
+    let c = LlmConfig {
+        model: "no-such-model:1b".to_string(),
+        ..config(&url, Style::Chat)
+    };
+    let e = OllamaBackend::connect(&c).await.unwrap_err();
+    assert!(matches!(e, ProposeError::ModelNotFound { .. }), "{e}");
+    let e = e.to_string();
+    assert!(e.contains("no-such-model:1b") && e.contains(url.trim_end_matches('/')), "{e}");
+}
+
+#[tokio::test]
+async fn openai_completion_style_on_the_real_model() {
+    let Some(url) = env_url("NAS_OPENAI_URL") else {
+        return;
+    };
+    let c = config(&url, Style::Completion);
+    let backend = OpenAiBackend::connect(&c).await.unwrap();
+    let mut p = LlmProposer::new(backend, c);
+    run(&mut p, "nas-dsl/tests/data/tiny_resnet.nas", Budget::default(), 1).await;
+    let repaired = run(&mut p, "nas-dsl/tests/data/tiny_resnet.nas", IMPOSSIBLE, 1).await;
+    assert!(repaired.iter().all(|p| p.attempts.len() == 2 && p.repaired()));
+}
+
+#[tokio::test]
+async fn openai_chat_style_on_the_real_model() {
+    let Some(url) = env_url("NAS_OPENAI_URL") else {
+        return;
+    };
+    let c = config(&url, Style::Chat);
+    let backend = OpenAiBackend::connect(&c).await.unwrap();
+    let mut p = LlmProposer::new(backend, c);
+    run(&mut p, "models/nas/small_cnn.nas", Budget::default(), 1).await;
+}
+
+#[tokio::test]
+async fn both_protocols_give_the_same_text_at_temperature_zero() {
+    let (Some(ollama), Some(openai)) = (env_url("NAS_LLM_URL"), env_url("NAS_OPENAI_URL")) else {
+        return;
+    };
+    let ctx = seed_ctx("models/nas/small_cnn.nas", Budget::default());
+    let c = LlmConfig {
+        repair: false,
+        max_tokens: 96,
+        ..config(&ollama, Style::Completion)
+    };
+    let mut a = LlmProposer::new(OllamaBackend::connect(&c).await.unwrap(), c);
+    let c = LlmConfig {
+        repair: false,
+        max_tokens: 96,
+        ..config(&openai, Style::Completion)
+    };
+    let mut b = LlmProposer::new(OpenAiBackend::connect(&c).await.unwrap(), c);
+    let pa = a.propose(&ctx).await;
+    let pb = b.propose(&ctx).await;
+    assert!(!pa.attempts[0].raw.is_empty());
+    assert_eq!(pa.attempts[0].raw, pb.attempts[0].raw);
+    assert_eq!(pa.outcome(), pb.outcome());
+}

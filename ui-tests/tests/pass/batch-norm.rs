@@ -1,0 +1,21 @@
+use burn::tensor::Tensor;
+use nas_macros::network;
+
+network! {
+    pub net Net(input = [3, 8, 8], classes = 10) {
+        conv(3 -> 8, k = 3, pad = 1);
+        bn;
+        relu;
+        gap;
+        bn;
+        linear(8 -> 10);
+    }
+}
+
+fn main() {
+    type B = burn::backend::Flex;
+    let device = Default::default();
+    let m = Net::<B>::init(&device);
+    let x = Tensor::<B, 4>::zeros([2, 3, 8, 8], &device);
+    assert_eq!(m.forward(x).dims(), [2, 10]);
+}

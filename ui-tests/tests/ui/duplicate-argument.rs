@@ -1,0 +1,10 @@
+use nas_macros::network;
+
+network! {
+    pub net Net(input = [3, 8, 8], classes = 16) {
+        conv(3 -> 16, k = 3, k = 5);
+        gap;
+    }
+}
+
+fn main() {}

@@ -1,0 +1,11 @@
+use nas_macros::network;
+
+network! {
+    pub net Net(input = [3, 8, 8], classes = 10) {
+        conv(3 -> 64, k = 3, pad = 1);
+        relu;
+        linear(64 -> 10);
+    }
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use nas_macros::network;
+
+network! {
+    pub net Net(input = [16], classes = 10) {
+        linear;
+    }
+}
+
+fn main() {}

@@ -1,0 +1,11 @@
+use nas_macros::network;
+
+network! {
+    pub net Net(input = [3, 8, 8], classes = 10) {
+        conv3d(3 -> 16, k = 3);
+        gap;
+        linear(16 -> 10);
+    }
+}
+
+fn main() {}
