@@ -10,20 +10,18 @@ use burn::tensor::{Distribution, Tensor};
 use models::{AlexNetCifar, MobileNetCifar, SmallCnn, TinyResNet, VggCifar, all_sources};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Once;
+use std::sync::OnceLock;
 
 type B = Flex;
 
-/// The one net a model's `SOURCE` holds, checked.
-fn checked(source: &str) -> nas_dsl::CheckedNet {
-    let mut nets = nas_dsl::check_str(source).unwrap_or_else(|e| {
-        panic!(
-            "SOURCE fails the checker:\n{}",
-            nas_dsl::diag::render("SOURCE", source, &e)
-        )
-    });
-    assert_eq!(nets.len(), 1, "SOURCE should hold exactly one net");
-    nets.remove(0)
+/// The one net a model's `SOURCE` holds, checked; the rendered diagnostics if not.
+fn checked(source: &str) -> Result<nas_dsl::CheckedNet, String> {
+    let mut nets =
+        nas_dsl::check_str(source).map_err(|e| nas_dsl::diag::render("SOURCE", source, &e))?;
+    if nets.len() != 1 {
+        return Err(format!("SOURCE holds {} nets, expected one", nets.len()));
+    }
+    Ok(nets.remove(0))
 }
 
 /// Builds a model, runs a batch of two random images through it and compares
@@ -31,7 +29,7 @@ fn checked(source: &str) -> nas_dsl::CheckedNet {
 macro_rules! exercise {
     ($model:ident) => {{
         let device = FlexDevice;
-        let net = checked($model::<B>::SOURCE);
+        let net = checked($model::<B>::SOURCE).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(net.name(), stringify!($model));
         assert_eq!(
             net.input().dims(),
@@ -121,22 +119,27 @@ fn nas_path(name: &str) -> PathBuf {
 
 /// With `NAS_BLESS=1`, (re)writes every `.nas` file from its `SOURCE`, once per
 /// test run and before any test reads the directory.
-fn bless() {
-    static BLESS: Once = Once::new();
-    BLESS.call_once(|| {
-        if std::env::var("NAS_BLESS").is_ok_and(|v| v == "1") {
-            std::fs::create_dir_all(nas_dir()).unwrap();
-            for (name, source) in all_sources() {
-                std::fs::write(nas_path(name), source).unwrap();
+fn bless() -> Result<(), String> {
+    static BLESSED: OnceLock<Result<(), String>> = OnceLock::new();
+    BLESSED
+        .get_or_init(|| {
+            if std::env::var("NAS_BLESS").is_ok_and(|v| v == "1") {
+                std::fs::create_dir_all(nas_dir()).map_err(|e| e.to_string())?;
+                for (name, source) in all_sources() {
+                    let path = nas_path(name);
+                    std::fs::write(&path, source)
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                }
             }
-        }
-    });
+            Ok(())
+        })
+        .clone()
 }
 
 /// `models/nas/<snake_name>.nas` holds exactly each net's `SOURCE`.
 #[test]
 fn nas_files_match_sources() {
-    bless();
+    bless().unwrap();
     for (name, source) in all_sources() {
         let path = nas_path(name);
         let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|e| {
@@ -162,7 +165,7 @@ fn nas_files_check() {
         .iter()
         .map(|(name, _)| format!("{}.nas", models::snake_name(name)))
         .collect();
-    bless();
+    bless().unwrap();
     let mut found = BTreeSet::new();
     for entry in std::fs::read_dir(nas_dir()).unwrap() {
         let path = entry.unwrap().path();
@@ -212,7 +215,7 @@ fn snake_names() {
 #[test]
 fn summaries() {
     for (name, source) in all_sources() {
-        let net = checked(source);
+        let net = checked(source).unwrap_or_else(|e| panic!("{name}: {e}"));
         let summary = nas_dsl::summary::summarize(&net);
         assert_eq!(summary.net, name);
         assert_eq!(summary.params, net.params());

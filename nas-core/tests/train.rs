@@ -1,23 +1,17 @@
 //! The trainer end to end on the CPU backend: a small net learns a small generated
-//! set (accuracy well above chance, loss falling), runs are reproducible from their
+//! set (accuracy above 3x chance, loss falling), runs are reproducible from their
 //! seed, an absurd learning rate ends the run as `diverged`, and nets that do not
 //! fit the task are refused.
 
 use burn::backend::{Autodiff, Flex};
 use nas_core::data::augment::Augment;
-use nas_core::data::synthetic;
+use nas_core::data::{Dataset, PIXELS, Split, synthetic};
 use nas_core::train::{Outcome, Task, TrainConfig, TrainError, train};
 use nas_dsl::CheckedNet;
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64;
 
 type B = Autodiff<Flex>;
-
-const SMALL: &str = "net Small(input = [3, 32, 32], classes = 10) {
-    conv(3 -> 16, k = 3, pad = 1); bn; relu; maxpool(k = 2);
-    conv(16 -> 32, k = 3, pad = 1); bn; relu; maxpool(k = 2);
-    conv(32 -> 32, k = 3, pad = 1); bn; relu;
-    gap;
-    linear(32 -> 10);
-}";
 
 fn net(src: &str) -> CheckedNet {
     nas_dsl::check_str(src).unwrap().remove(0)
@@ -27,40 +21,89 @@ fn task(train: usize, test: usize) -> Task {
     Task::new(synthetic::generate(train, test, synthetic::DATA_SEED).unwrap())
 }
 
+/// A small learnable set: four classes of stripes (horizontal, vertical, diagonal,
+/// anti-diagonal) with random period, phase and colours plus pixel noise, labels
+/// cycling through the classes. Goes through the real pipeline (`Task`, batching,
+/// normalisation, shuffling) like any dataset.
+fn stripes(n: usize, seed: u64) -> Dataset {
+    let mut rng = Pcg64::seed_from_u64(seed);
+    let mut images = vec![0u8; n * PIXELS];
+    let mut labels = Vec::with_capacity(n);
+    for (i, img) in images.chunks_exact_mut(PIXELS).enumerate() {
+        let class = i % 4;
+        let period: f32 = rng.random_range(4.0..9.0);
+        let phase: f32 = rng.random_range(0.0..period);
+        let (lo, hi): ([u8; 3], [u8; 3]) = (rng.random(), rng.random());
+        for y in 0..32 {
+            for x in 0..32 {
+                let t = match class {
+                    0 => y as f32,
+                    1 => x as f32,
+                    2 => (x + y) as f32 / 1.414,
+                    _ => (x as f32 - y as f32) / 1.414,
+                };
+                let on = ((t + phase) / period).fract() < 0.5;
+                for c in 0..3 {
+                    let v = if on { hi[c] } else { lo[c] };
+                    let noise: i16 = rng.random_range(-20..=20);
+                    img[c * 1024 + y * 32 + x] = (i16::from(v) + noise).clamp(0, 255) as u8;
+                }
+            }
+        }
+        labels.push(class as u16);
+    }
+    Dataset {
+        images,
+        labels,
+        classes: 4,
+    }
+}
+
+const TINY: &str = "net Tiny(input = [3, 32, 32], classes = 4) {
+    conv(3 -> 16, k = 3, stride = 2, pad = 1); bn; relu;
+    conv(16 -> 32, k = 3, stride = 2, pad = 1); bn; relu;
+    gap;
+    linear(32 -> 4);
+}";
+
 #[test]
-fn a_small_net_learns_the_generated_task() {
-    let task = task(1280, 400);
+fn a_small_net_learns_a_small_generated_set() {
+    let task = Task::new(Split {
+        name: "stripes".into(),
+        train: stripes(640, 1),
+        test: stripes(200, 2),
+    });
     let cfg = TrainConfig {
-        epochs: 8,
+        epochs: 10,
         batch: 32,
-        lr: 0.05,
+        lr: 0.1,
         augment: Augment::NONE,
         seed: 1,
         ..TrainConfig::default()
     };
-    let report = train::<B>(&net(SMALL), &task, &cfg, &Default::default(), &mut ()).unwrap();
+    let tiny = net(TINY);
+    let report = train::<B>(&tiny, &task, &cfg, &Default::default(), &mut ()).unwrap();
     assert_eq!(report.outcome, Outcome::Completed);
-    assert_eq!(report.epochs.len(), 8);
-    assert_eq!(report.epochs.iter().map(|e| e.steps).sum::<usize>(), 320);
-    let first = &report.epochs[0];
-    let last = &report.epochs[7];
-    let chance = 1.0 / synthetic::CLASSES as f64;
+    assert_eq!(report.epochs.len(), 10);
+    assert_eq!(report.epochs.iter().map(|e| e.steps).sum::<usize>(), 200);
+    let (first, last) = (&report.epochs[0], &report.epochs[9]);
+    let chance = 1.0 / 4.0;
     assert!(
         report.top1 > 3.0 * chance,
         "top-1 {:.3} is not above 3x chance; epochs: {:#?}",
         report.top1,
         report.epochs
     );
-    assert!(report.top5 >= report.top1);
     assert!(
-        last.train_loss < 0.8 * first.train_loss,
+        last.train_loss < 0.7 * first.train_loss,
         "train loss {:.3} -> {:.3}",
         first.train_loss,
         last.train_loss
     );
-    assert!(last.test_loss < first.test_loss.max((synthetic::CLASSES as f64).ln()));
+    assert!(last.test_loss < first.test_loss);
     assert!(last.images_per_sec > 0.0 && last.wall_s > 0.0);
-    assert_eq!(report.params, net(SMALL).params());
+    assert_eq!(report.params, tiny.params());
+    assert_eq!(report.dataset, "stripes");
 }
 
 #[test]

@@ -412,8 +412,7 @@ impl Generator {
     /// mutant; every other retry after a duplicate takes a recent mutant, since a
     /// seed's neighbourhood is the first to run dry.
     fn parent(&mut self, after_duplicate: bool) -> Arc<Arch> {
-        let from_pool =
-            !self.pool.is_empty() && (after_duplicate || below(&mut self.rng, 4) != 0);
+        let from_pool = !self.pool.is_empty() && (after_duplicate || below(&mut self.rng, 4) != 0);
         let list = if from_pool { &self.pool } else { &self.seeds };
         let i = below(&mut self.rng, list.len() as u64) as usize;
         Arc::clone(&list[i.min(list.len() - 1)])

@@ -4,6 +4,7 @@
 use super::check::{read_all, report};
 use anyhow::{Context, bail};
 use nas_dsl::mutate::{Generator, Mutator, ValueSet};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -45,6 +46,16 @@ pub struct Args {
     pub out: Option<PathBuf>,
 }
 
+/// A closed stdout (`mutate … | head`) ends the run quietly; other write
+/// errors are reported.
+fn quiet_on_broken_pipe(e: std::io::Error) -> anyhow::Result<ExitCode> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(e).context("cannot write to stdout")
+    }
+}
+
 /// Runs `mutate`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sources = read_all(std::slice::from_ref(&args.file))?;
@@ -65,6 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
     }
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     for i in 0..args.n {
         let m = generator.next_mutant()?;
         let hash = m.arch.hash();
@@ -75,18 +87,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("cannot write `{}`", path.display()))?;
             }
             None => {
-                if i > 0 {
-                    println!();
-                }
-                println!(
-                    "// {i}: {} (hash {}, parent {})",
+                let separator = if i > 0 { "\n" } else { "" };
+                let written = write!(
+                    stdout,
+                    "{separator}// {i}: {} (hash {}, parent {})\n{}",
                     m.mutation,
                     &hash[..16],
-                    &m.parent_hash[..16]
+                    &m.parent_hash[..16],
+                    m.arch.source()
                 );
-                print!("{}", m.arch.source());
+                if let Err(e) = written {
+                    return quiet_on_broken_pipe(e);
+                }
             }
         }
+    }
+    if let Err(e) = stdout.flush() {
+        return quiet_on_broken_pipe(e);
     }
     if let Some(dir) = &args.out {
         eprintln!("wrote {} mutants to `{}`", args.n, dir.display());

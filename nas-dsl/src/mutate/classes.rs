@@ -433,7 +433,7 @@ impl Builder<'_> {
             let mut e = self.normalize(&slot.input);
             e.add_scaled(&self.normalize(&Expr::var(slot.output)), 1);
             for &(v, _) in &e.terms {
-                if self.values[v] % g != 0 {
+                if !self.values[v].is_multiple_of(g) {
                     self.binding[v] = Some(Expr::constant(self.values[v]));
                 }
             }
@@ -444,12 +444,12 @@ impl Builder<'_> {
         // Free variables become classes, numbered in order of appearance.
         let mut class_of = vec![usize::MAX; self.values.len()];
         let mut classes = Vec::new();
-        for v in 0..self.values.len() {
-            if self.binding[v].is_none() {
+        for (v, (binding, &width)) in self.binding.iter().zip(&self.values).enumerate() {
+            if binding.is_none() {
                 class_of[v] = classes.len();
                 classes.push(WidthClass {
                     id: classes.len(),
-                    width: self.values[v],
+                    width,
                     members: Vec::new(),
                     multiple_of: 1,
                 });

@@ -119,11 +119,11 @@ pub fn scale<R: Rng + ?Sized>(
     let mut widths = classes.widths();
     let mut changed = 0;
     for (c, w) in classes.classes().iter().zip(widths.iter_mut()) {
-        if let Some(new) = c.grid(set).nearest(c.width as f64 * factor) {
-            if new != *w {
-                *w = new;
-                changed += 1;
-            }
+        if let Some(new) = c.grid(set).nearest(c.width as f64 * factor)
+            && new != *w
+        {
+            *w = new;
+            changed += 1;
         }
     }
     if changed == 0 {

@@ -147,7 +147,7 @@ pub struct Grid {
 impl Grid {
     /// Whether `w` is on the grid.
     pub fn contains(&self, w: u64) -> bool {
-        self.count > 0 && w >= self.min && w <= self.max && (w - self.min) % self.step == 0
+        self.count > 0 && w >= self.min && w <= self.max && (w - self.min).is_multiple_of(self.step)
     }
 
     /// The `i`-th allowed width (`i < count`).
