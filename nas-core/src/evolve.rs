@@ -232,7 +232,9 @@ mod opt_seconds {
         }
         match Raw::deserialize(d)? {
             Raw::Text(t) if matches!(t.trim(), "none" | "off") => Ok(None),
-            Raw::Text(t) => Seconds::parse(&t).map(Some).map_err(serde::de::Error::custom),
+            Raw::Text(t) => Seconds::parse(&t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
             Raw::Number(n) if n > 0.0 && n.is_finite() => Ok(Some(Seconds(n))),
             Raw::Number(n) => Err(serde::de::Error::custom(format!(
                 "the duration {n} must be positive (write \"none\" for no limit)"
@@ -251,7 +253,9 @@ pub fn parse_count(text: &str) -> Result<u64, String> {
         _ => (t.as_str(), 1.0),
     };
     match digits.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 && v * factor < 1.8e19 => Ok((v * factor).round() as u64),
+        Ok(v) if v.is_finite() && v >= 0.0 && v * factor < 1.8e19 => {
+            Ok((v * factor).round() as u64)
+        }
         _ => Err(format!(
             "`{text}` is not a count; write e.g. `50000`, `100k` or `1.5M`"
         )),
@@ -430,7 +434,11 @@ impl SearchConfig {
             source,
         })?;
         toml::from_str(&text).map_err(|e| {
-            EvolveError::Config(format!("`{}`: {}", path.display(), e.to_string().trim_end()))
+            EvolveError::Config(format!(
+                "`{}`: {}",
+                path.display(),
+                e.to_string().trim_end()
+            ))
         })
     }
 
@@ -448,8 +456,13 @@ impl SearchConfig {
                 names.join(", ")
             ))
         };
-        let dataset = DatasetKind::from_str(&self.train.dataset, true)
-            .map_err(|_| choice("dataset", &self.train.dataset, &["synthetic", "cifar10", "cifar100"]))?;
+        let dataset = DatasetKind::from_str(&self.train.dataset, true).map_err(|_| {
+            choice(
+                "dataset",
+                &self.train.dataset,
+                &["synthetic", "cifar10", "cifar100"],
+            )
+        })?;
         let schedule = Schedule::from_str(&self.train.schedule, true)
             .map_err(|_| choice("schedule", &self.train.schedule, &["cosine", "one-cycle"]))?;
         let backend = BackendKind::from_str(&self.train.backend, true)
@@ -473,7 +486,10 @@ impl SearchConfig {
             return bad("the batch size must be at least 1".into());
         }
         if !(self.train.lr.is_finite() && self.train.lr > 0.0) {
-            return bad(format!("the learning rate must be positive, not {}", self.train.lr));
+            return bad(format!(
+                "the learning rate must be positive, not {}",
+                self.train.lr
+            ));
         }
         if let Some(name) = &self.name {
             check_name(name)?;
@@ -1209,8 +1225,11 @@ impl Evolve {
 
     /// The population: the top-k trained architectures by accuracy.
     fn population(&self) -> Vec<&Produced> {
-        let mut trained: Vec<&Produced> =
-            self.produced.iter().filter(|p| p.accuracy.is_some()).collect();
+        let mut trained: Vec<&Produced> = self
+            .produced
+            .iter()
+            .filter(|p| p.accuracy.is_some())
+            .collect();
         trained.sort_by(|a, b| {
             b.accuracy
                 .unwrap_or(0.0)
@@ -1265,7 +1284,10 @@ impl Evolve {
                 };
                 for p in &self.produced {
                     let chosen = parent.as_ref().is_some_and(|w| w.id == p.id);
-                    ctx.record(p.arch.clone(), if chosen { Self::telemetry(p) } else { None });
+                    ctx.record(
+                        p.arch.clone(),
+                        if chosen { Self::telemetry(p) } else { None },
+                    );
                 }
                 let hash = parent.map_or_else(|| self.seed_hash.clone(), |p| p.hash);
                 (ctx, Some(hash))
@@ -1407,7 +1429,11 @@ impl Evolve {
     }
 
     /// Trains a pending trial and records how it ended.
-    fn train_trial(&mut self, id: TrialId, obs: &mut dyn SearchObserver) -> Result<(), EvolveError> {
+    fn train_trial(
+        &mut self,
+        id: TrialId,
+        obs: &mut dyn SearchObserver,
+    ) -> Result<(), EvolveError> {
         let rec = self.trial(id)?;
         let net = match nas_dsl::check_str(&rec.trial.source)
             .ok()
@@ -1447,7 +1473,12 @@ impl Evolve {
         self.store.start_trial(id)?;
         let rec = self.trial(id)?;
         obs.trial_started(&rec);
-        tracing::info!(trial = id, step = rec.trial.step, params = net.params(), "training");
+        tracing::info!(
+            trial = id,
+            step = rec.trial.step,
+            params = net.params(),
+            "training"
+        );
         let cfg = self
             .cfg
             .train_config(&self.resolved, rec.trial.epochs as usize);
@@ -1478,7 +1509,9 @@ impl Evolve {
                                 reason,
                             } => (
                                 TrialStatus::Diverged,
-                                Some(format!("diverged in epoch {epoch} at step {step}: {reason}")),
+                                Some(format!(
+                                    "diverged in epoch {epoch} at step {step}: {reason}"
+                                )),
                             ),
                         };
                         TrialResult {
@@ -1656,10 +1689,18 @@ mod tests {
         let mut cfg = SearchConfig::default();
         cfg.train.dataset = "imagenet".into();
         let e = cfg.resolve().unwrap_err().to_string();
-        assert!(e.contains("unknown dataset `imagenet`; expected one of: synthetic"), "{e}");
+        assert!(
+            e.contains("unknown dataset `imagenet`; expected one of: synthetic"),
+            "{e}"
+        );
         let mut cfg = SearchConfig::default();
         cfg.widths = "wide".into();
-        assert!(cfg.resolve().unwrap_err().to_string().contains("`widths = \"wide\"`"));
+        assert!(
+            cfg.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("`widths = \"wide\"`")
+        );
         let mut cfg = SearchConfig::default();
         cfg.name = Some("../x".into());
         assert!(cfg.resolve().is_err());
@@ -1673,7 +1714,10 @@ mod tests {
             e,
             "invalid search configuration: unknown proposer `gpt`; expected one of: auto, ollama, openai, mutate, random"
         );
-        assert_eq!(ProposerKind::parse(" Random ").unwrap(), ProposerKind::Random);
+        assert_eq!(
+            ProposerKind::parse(" Random ").unwrap(),
+            ProposerKind::Random
+        );
     }
 
     #[test]
@@ -1686,7 +1730,10 @@ mod tests {
             max_flops: None,
         };
         let e = check_seed_budget(&net, &budget).unwrap_err().to_string();
-        assert!(e.contains("has 24,458 parameters, more than `--max-params 1,000`"), "{e}");
+        assert!(
+            e.contains("has 24,458 parameters, more than `--max-params 1,000`"),
+            "{e}"
+        );
         let mut cfg = SearchConfig::default();
         cfg.net = Some("Nope".into());
         let e = seed_network(&cfg).unwrap_err().to_string();

@@ -75,7 +75,9 @@ impl RunData {
 
     /// The trials of the search stage.
     pub fn search(&self) -> impl Iterator<Item = &TrialRecord> {
-        self.trials.iter().filter(|t| t.trial.stage == Stage::Search)
+        self.trials
+            .iter()
+            .filter(|t| t.trial.stage == Stage::Search)
     }
 
     /// The best search-stage accuracy among the proposed trials (the seed left
@@ -332,7 +334,12 @@ pub fn plot_accuracy(trials: &[TrialRecord]) -> Result<String, ReportError> {
         so_far = so_far.max(y);
         best.push((x, so_far));
     }
-    let last = trials.iter().map(|t| t.trial.step).max().unwrap_or(1).max(1) as f64;
+    let last = trials
+        .iter()
+        .map(|t| t.trial.step)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     let (lo, hi) = axis_range(points.iter().map(|p| p.1));
     let mut svg = String::new();
     {
@@ -476,7 +483,9 @@ pub fn plot_pareto(trials: &[TrialRecord]) -> Result<String, ReportError> {
             .draw_series(LineSeries::new(front.clone(), red.stroke_width(2)))
             .map_err(&err)?
             .label("Pareto front")
-            .legend(move |(x, y)| PathElement::new(vec![(x - 8, y), (x + 8, y)], red.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x - 8, y), (x + 8, y)], red.stroke_width(2))
+            });
         chart
             .draw_series(
                 front
@@ -589,7 +598,9 @@ pub fn plot_outcomes(
                 .draw_series(bars)
                 .map_err(&err)?
                 .label(outcome)
-                .legend(move |(x, y)| Rectangle::new([(x - 6, y - 6), (x + 6, y + 6)], color.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x - 6, y - 6), (x + 6, y + 6)], color.filled())
+                });
         }
         chart
             .configure_series_labels()
@@ -691,7 +702,8 @@ pub fn run_section(run: &RunData) -> Result<String, ReportError> {
             escape(&e.proposer),
             pct(Some(e.accuracy)),
             pct(e.top5),
-            e.test_loss.map_or_else(|| "-".into(), |l| format!("{l:.4}")),
+            e.test_loss
+                .map_or_else(|| "-".into(), |l| format!("{l:.4}")),
             e.epochs,
             count(e.params),
             count(e.flops),
@@ -728,7 +740,13 @@ pub fn run_section(run: &RunData) -> Result<String, ReportError> {
         b.push_str("<h2>Rejected and failed trials</h2>\n<table>\n<tr><th>trial</th><th>step</th><th class=\"l\">proposer</th><th class=\"l\">status</th><th class=\"l\">outcome</th><th class=\"l\">reason</th></tr>\n");
         for t in rejected {
             let reason = t.trial.error.as_deref().unwrap_or("");
-            let short: String = reason.lines().next().unwrap_or("").chars().take(160).collect();
+            let short: String = reason
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(160)
+                .collect();
             let _ = writeln!(
                 b,
                 "<tr><td>{}</td><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
@@ -923,7 +941,8 @@ impl Comparison {
                     stats::Method::Exact => "exact",
                     stats::Method::Asymptotic => "normal approx.",
                 }),
-                t.welch.map_or_else(|| "n/a".into(), |w| format!("{:.3}", w.t)),
+                t.welch
+                    .map_or_else(|| "n/a".into(), |w| format!("{:.3}", w.t)),
                 p(t.welch.map(|w| w.p)),
                 t.cliffs_delta.map_or_else(
                     || "n/a".into(),
@@ -967,8 +986,10 @@ impl Comparison {
                     .map_or_else(|| "n/a".into(), |m| format!("{:.1}", m.u)),
                 t.mann_whitney
                     .map_or_else(|| "n/a".into(), |m| format!("{:.4}", m.p)),
-                t.welch.map_or_else(|| "n/a".into(), |w| format!("{:.3}", w.t)),
-                t.welch.map_or_else(|| "n/a".into(), |w| format!("{:.4}", w.p)),
+                t.welch
+                    .map_or_else(|| "n/a".into(), |w| format!("{:.3}", w.t)),
+                t.welch
+                    .map_or_else(|| "n/a".into(), |w| format!("{:.4}", w.p)),
                 t.cliffs_delta.map_or_else(
                     || "n/a".into(),
                     |d| format!("{d:+.3} ({})", stats::delta_magnitude(d))
@@ -1011,7 +1032,14 @@ mod tests {
     use super::*;
     use crate::store::NewTrial;
 
-    fn rec(id: TrialId, step: u64, proposer: &str, status: TrialStatus, acc: Option<f64>, params: u64) -> TrialRecord {
+    fn rec(
+        id: TrialId,
+        step: u64,
+        proposer: &str,
+        status: TrialStatus,
+        acc: Option<f64>,
+        params: u64,
+    ) -> TrialRecord {
         TrialRecord {
             id,
             trial: NewTrial {
@@ -1023,7 +1051,12 @@ mod tests {
                 source: format!("net N{id}(input = [4], classes = 2) {{ linear(4 -> 2); }}"),
                 hash: format!("h{id}"),
                 parent: None,
-                outcome: if status == TrialStatus::Invalid { "duplicate" } else { "ok" }.into(),
+                outcome: if status == TrialStatus::Invalid {
+                    "duplicate"
+                } else {
+                    "ok"
+                }
+                .into(),
                 note: None,
                 params: Some(params),
                 flops: Some(params),
@@ -1112,8 +1145,14 @@ mod tests {
 
     #[test]
     fn comparison_tables_name_both_tests() {
-        let a = RunData { trials: vec![rec(1, 1, "mutate", TrialStatus::Done, Some(0.7), 1)], ..run() };
-        let b = RunData { trials: vec![rec(1, 1, "random", TrialStatus::Done, Some(0.5), 1)], ..run() };
+        let a = RunData {
+            trials: vec![rec(1, 1, "mutate", TrialStatus::Done, Some(0.7), 1)],
+            ..run()
+        };
+        let b = RunData {
+            trials: vec![rec(1, 1, "random", TrialStatus::Done, Some(0.5), 1)],
+            ..run()
+        };
         let c = Comparison::new(&[
             ("mutate".into(), vec![a.clone(), a]),
             ("random".into(), vec![b.clone(), b]),

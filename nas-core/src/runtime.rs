@@ -515,6 +515,9 @@ mod tests {
         );
         let o = RuntimeNet::<Flex>::new(&other, &device);
         let e = o.load_params_from(&a).unwrap_err();
-        assert!(e.to_string().starts_with("cannot load parameters: the source has"));
+        assert!(
+            e.to_string()
+                .starts_with("cannot load parameters: the source has")
+        );
     }
 }

@@ -5,8 +5,8 @@
 //! distributions come from `statrs`; what no crate provides is written here and
 //! tested against SciPy's values.
 
-use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 use serde::Serialize;
+use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 
 /// Mean, median, spread and range of a sample.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -358,7 +358,11 @@ mod tests {
     #[test]
     fn distributions_from_statrs_match_scipy() {
         // scipy 1.17.1: stats.t.sf(2.5, 3.7) -> 0.03591101145591339
-        close(StudentsT::new(0.0, 1.0, 3.7).unwrap().sf(2.5), 0.03591101145591339, 1e-9);
+        close(
+            StudentsT::new(0.0, 1.0, 3.7).unwrap().sf(2.5),
+            0.03591101145591339,
+            1e-9,
+        );
         // scipy 1.17.1: stats.norm.sf(1.96) -> 0.024997895148220435
         close(Normal::standard().sf(1.96), 0.024997895148220435, 1e-12);
     }
@@ -383,7 +387,10 @@ mod tests {
     #[test]
     fn summary_of_a_sample() {
         let s = summary(&[3.0, 1.0, 2.0, 6.0]).unwrap();
-        assert_eq!((s.n, s.mean, s.median, s.min, s.max), (4, 3.0, 2.5, 1.0, 6.0));
+        assert_eq!(
+            (s.n, s.mean, s.median, s.min, s.max),
+            (4, 3.0, 2.5, 1.0, 6.0)
+        );
         // sd = sqrt(((0)^2 + 2^2 + 1^2 + 3^2) / 3) = sqrt(14/3)
         close(s.sd, (14.0f64 / 3.0).sqrt(), 1e-15);
         assert_eq!(summary(&[]), None);

@@ -114,7 +114,10 @@ impl TrainConfig {
             return bad("batch sizes must be at least 1".into());
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("the learning rate must be positive, not {}", self.lr));
+            return bad(format!(
+                "the learning rate must be positive, not {}",
+                self.lr
+            ));
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return bad(format!("momentum must be in [0, 1), not {}", self.momentum));
@@ -129,7 +132,10 @@ impl TrainConfig {
             return bad(format!("warm-up must be in [0, 1], not {}", self.warmup));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!("weight decay must be ≥ 0, not {}", self.weight_decay));
+            return bad(format!(
+                "weight decay must be ≥ 0, not {}",
+                self.weight_decay
+            ));
         }
         Ok(())
     }
@@ -139,7 +145,9 @@ impl TrainConfig {
 pub fn learning_rate(cfg: &TrainConfig, step: usize, total: usize) -> f64 {
     let total = total.max(1) as f64;
     let step = step as f64;
-    let cosine = |from: f64, to: f64, t: f64| to + (from - to) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+    let cosine = |from: f64, to: f64, t: f64| {
+        to + (from - to) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+    };
     match cfg.schedule {
         Schedule::Cosine => {
             let warm = (cfg.warmup * total).floor();
@@ -665,7 +673,10 @@ mod tests {
             ),
         ] {
             let e = c.validate().unwrap_err();
-            assert_eq!(e.to_string(), format!("invalid training configuration: {msg}"));
+            assert_eq!(
+                e.to_string(),
+                format!("invalid training configuration: {msg}")
+            );
         }
     }
 }

@@ -3,8 +3,8 @@
 //! labels, empty and missing files and directories, each error message checked.
 
 use nas_core::data::cifar::{
-    CIFAR10_FOLDER, CIFAR10_RECORD, CIFAR10_TEST, CIFAR10_TRAIN, CIFAR100_FOLDER,
-    CIFAR100_RECORD, read_cifar10, read_cifar100,
+    CIFAR10_FOLDER, CIFAR10_RECORD, CIFAR10_TEST, CIFAR10_TRAIN, CIFAR100_FOLDER, CIFAR100_RECORD,
+    read_cifar10, read_cifar100,
 };
 use nas_core::data::{DatasetKind, PIXELS, load};
 use std::fs;

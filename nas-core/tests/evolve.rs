@@ -67,13 +67,19 @@ fn a_tiny_search_writes_its_database_best_net_and_report() {
 
     let store = SqliteStore::open(&dir).unwrap();
     let trials = store.trials().unwrap();
-    let search: Vec<_> = trials.iter().filter(|t| t.trial.stage == Stage::Search).collect();
+    let search: Vec<_> = trials
+        .iter()
+        .filter(|t| t.trial.stage == Stage::Search)
+        .collect();
     assert_eq!(search.len(), 3, "the seed and two proposals: {search:#?}");
     assert_eq!(search[0].trial.proposer, "seed");
     assert!(search.iter().all(|t| t.status().is_final()));
     let steps: Vec<u64> = search.iter().map(|t| t.trial.step).collect();
     assert_eq!(steps, vec![0, 1, 2]);
-    let done = search.iter().filter(|t| t.status() == TrialStatus::Done).count();
+    let done = search
+        .iter()
+        .filter(|t| t.status() == TrialStatus::Done)
+        .count();
     assert!(done >= 2, "{search:#?}");
     for t in search.iter().filter(|t| t.status() == TrialStatus::Done) {
         let epochs = t.telemetry.as_array().unwrap();
@@ -86,14 +92,24 @@ fn a_tiny_search_writes_its_database_best_net_and_report() {
         attempts.iter().map(|a| a.step).collect::<HashSet<_>>(),
         HashSet::from([1, 2])
     );
-    assert!(store.meta("config_toml").unwrap().unwrap().contains("trials = 2"));
+    assert!(
+        store
+            .meta("config_toml")
+            .unwrap()
+            .unwrap()
+            .contains("trials = 2")
+    );
 
     // best.nas holds a network that checks.
     let best = std::fs::read_to_string(dir.join("best.nas")).unwrap();
     assert!(best.starts_with("// Best network of run `tiny`"), "{best}");
     assert_eq!(nas_dsl::check_str(&best).unwrap().len(), 1);
     assert!(dir.join("config.toml").is_file());
-    assert!(std::fs::read_to_string(dir.join("evolve.log")).unwrap().contains("search starts"));
+    assert!(
+        std::fs::read_to_string(dir.join("evolve.log"))
+            .unwrap()
+            .contains("search starts")
+    );
 
     // The report parses as HTML and holds the three plots and the leaderboard.
     let html = Html::parse_document(&std::fs::read_to_string(dir.join("report.html")).unwrap());
@@ -107,11 +123,17 @@ fn a_tiny_search_writes_its_database_best_net_and_report() {
     assert!(plots[1].contains("Pareto front"), "{}", plots[1]);
     assert!(plots[2].contains("Proposal outcomes"), "{}", plots[2]);
     let circles = Selector::parse("figure > svg circle").unwrap();
-    assert!(html.select(&circles).count() >= done, "one point per trained trial");
+    assert!(
+        html.select(&circles).count() >= done,
+        "one point per trained trial"
+    );
     let rows = Selector::parse("table tr").unwrap();
     assert!(html.select(&rows).count() > done);
     let pre = Selector::parse("details pre").unwrap();
-    assert!(html.select(&pre).any(|p| p.text().collect::<String>().contains("net SmallCnn")));
+    assert!(
+        html.select(&pre)
+            .any(|p| p.text().collect::<String>().contains("net SmallCnn"))
+    );
 
     // The leaderboard on stdout, and as JSON from `report`.
     assert!(stdout.contains("rank"), "{stdout}");
@@ -121,7 +143,12 @@ fn a_tiny_search_writes_its_database_best_net_and_report() {
     let board = board.as_array().unwrap();
     assert_eq!(board.len(), done);
     assert_eq!(board[0]["rank"], 1);
-    assert!(board[0]["source"].as_str().unwrap().contains("net SmallCnn"));
+    assert!(
+        board[0]["source"]
+            .as_str()
+            .unwrap()
+            .contains("net SmallCnn")
+    );
 }
 
 #[test]
@@ -130,9 +157,24 @@ fn a_run_killed_during_a_trial_resumes_without_repeating_finished_trials() {
     let runs = tmp.path().to_str().unwrap();
     let mut child = Command::new(BIN)
         .args([
-            "evolve", "--runs-dir", runs, "--name", "killed", "--trials", "3", "--proposer",
-            "mutate", "--epochs", "1", "--train-size", "640", "--test-size", "64", "--batch",
-            "32", "--no-time-budget",
+            "evolve",
+            "--runs-dir",
+            runs,
+            "--name",
+            "killed",
+            "--trials",
+            "3",
+            "--proposer",
+            "mutate",
+            "--epochs",
+            "1",
+            "--train-size",
+            "640",
+            "--test-size",
+            "64",
+            "--batch",
+            "32",
+            "--no-time-budget",
         ])
         .env("CI", "true")
         .stdout(Stdio::null())
@@ -144,7 +186,10 @@ fn a_run_killed_during_a_trial_resumes_without_repeating_finished_trials() {
     let deadline = Instant::now() + Duration::from_secs(300);
     let before = loop {
         assert!(Instant::now() < deadline, "no trial was running in time");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it was killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
         if dir.join("nas.db").exists()
             && let Ok(store) = SqliteStore::inspect(&dir)
             && let Ok(trials) = store.trials()
@@ -157,8 +202,16 @@ fn a_run_killed_during_a_trial_resumes_without_repeating_finished_trials() {
     };
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let interrupted = before.iter().find(|t| t.status() == TrialStatus::Running).unwrap().id;
-    let finished: Vec<_> = before.iter().filter(|t| t.status().is_final()).cloned().collect();
+    let interrupted = before
+        .iter()
+        .find(|t| t.status() == TrialStatus::Running)
+        .unwrap()
+        .id;
+    let finished: Vec<_> = before
+        .iter()
+        .filter(|t| t.status().is_final())
+        .cloned()
+        .collect();
 
     let out = nas(&["evolve", "--resume", dir.to_str().unwrap()]);
     let (_, stderr) = text(&out);
@@ -173,7 +226,10 @@ fn a_run_killed_during_a_trial_resumes_without_repeating_finished_trials() {
     let redone = after.iter().find(|t| t.id == interrupted).unwrap();
     assert!(redone.status().is_final(), "{redone:#?}");
     assert_eq!(redone.runs, 2, "the interrupted trial is trained once more");
-    let search: Vec<_> = after.iter().filter(|t| t.trial.stage == Stage::Search).collect();
+    let search: Vec<_> = after
+        .iter()
+        .filter(|t| t.trial.stage == Stage::Search)
+        .collect();
     let steps: Vec<u64> = search.iter().map(|t| t.trial.step).collect();
     assert_eq!(steps, vec![0, 1, 2, 3], "every step exactly once");
     assert!(search.iter().all(|t| t.status().is_final()));
@@ -183,7 +239,11 @@ fn a_run_killed_during_a_trial_resumes_without_repeating_finished_trials() {
         .filter(|t| !t.trial.hash.is_empty())
         .map(|t| t.trial.hash.as_str())
         .collect();
-    assert_eq!(hashes.len(), hashes.iter().collect::<HashSet<_>>().len(), "no duplicate");
+    assert_eq!(
+        hashes.len(),
+        hashes.iter().collect::<HashSet<_>>().len(),
+        "no duplicate"
+    );
     assert!(dir.join("report.html").is_file());
 }
 
@@ -195,13 +255,19 @@ fn bad_input_gets_clear_errors() {
     let out = nas(&["evolve", "--proposer", "gpt"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out).1.contains("unknown proposer `gpt`; expected one of: auto, ollama, openai, mutate, random"),
+        text(&out).1.contains(
+            "unknown proposer `gpt`; expected one of: auto, ollama, openai, mutate, random"
+        ),
         "{}",
         text(&out).1
     );
     let out = nas(&["compare", "--proposers", "mutate,gpt"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).1.contains("unknown proposer `gpt`"), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("unknown proposer `gpt`"),
+        "{}",
+        text(&out).1
+    );
 
     // A budget smaller than the seed network: refused before anything is written.
     let out = evolve(tmp.path(), "small", &["--max-params", "1000"]);
@@ -219,9 +285,17 @@ fn bad_input_gets_clear_errors() {
     std::fs::write(tmp.path().join("file"), "x").unwrap();
     let out = evolve(tmp.path(), "file", &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).1.contains("is not a directory"), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("is not a directory"),
+        "{}",
+        text(&out).1
+    );
     let out = nas(&["evolve", "--resume", &format!("{runs}/file")]);
-    assert!(text(&out).1.contains("is not a directory"), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("is not a directory"),
+        "{}",
+        text(&out).1
+    );
 
     // A corrupted database, for resume and for report.
     let bad = tmp.path().join("bad");
@@ -234,7 +308,10 @@ fn bad_input_gets_clear_errors() {
         let out = nas(&args);
         assert_eq!(out.status.code(), Some(2));
         let err = text(&out).1;
-        assert!(err.contains("is corrupted or not a nas run database"), "{err}");
+        assert!(
+            err.contains("is corrupted or not a nas run database"),
+            "{err}"
+        );
         assert!(err.contains("nas.db"), "{err}");
     }
 
@@ -242,27 +319,65 @@ fn bad_input_gets_clear_errors() {
     let out = evolve(tmp.path(), "again", &["--trials", "0"]);
     assert!(out.status.success(), "{}", text(&out).1);
     let out = evolve(tmp.path(), "again", &["--trials", "0"]);
-    assert!(text(&out).1.contains("already exists; continue it with"), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("already exists; continue it with"),
+        "{}",
+        text(&out).1
+    );
     let out = nas(&["report", &format!("{runs}/missing")]);
     assert!(text(&out).1.contains("no run database"), "{}", text(&out).1);
 
     // Resuming keeps the run's settings.
-    let out = nas(&["evolve", "--resume", &format!("{runs}/again"), "--epochs", "3"]);
-    assert!(text(&out).1.contains("--epochs cannot change when resuming"), "{}", text(&out).1);
+    let out = nas(&[
+        "evolve",
+        "--resume",
+        &format!("{runs}/again"),
+        "--epochs",
+        "3",
+    ]);
+    assert!(
+        text(&out)
+            .1
+            .contains("--epochs cannot change when resuming"),
+        "{}",
+        text(&out).1
+    );
 }
 
 #[test]
 fn compare_reports_statistics_for_two_proposers() {
     let tmp = tempfile::tempdir().unwrap();
     let out = nas(&[
-        "compare", "--proposers", "mutate,random", "--seeds", "2", "--trials", "1", "--runs-dir",
-        tmp.path().to_str().unwrap(), "--name", "cmp", "--epochs", "1", "--train-size", "64",
-        "--test-size", "32", "--batch", "32",
+        "compare",
+        "--proposers",
+        "mutate,random",
+        "--seeds",
+        "2",
+        "--trials",
+        "1",
+        "--runs-dir",
+        tmp.path().to_str().unwrap(),
+        "--name",
+        "cmp",
+        "--epochs",
+        "1",
+        "--train-size",
+        "64",
+        "--test-size",
+        "32",
+        "--batch",
+        "32",
     ]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("mutate") && stdout.contains("random"), "{stdout}");
-    assert!(stdout.contains("mutate vs random: Mann–Whitney U = "), "{stdout}");
+    assert!(
+        stdout.contains("mutate") && stdout.contains("random"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("mutate vs random: Mann–Whitney U = "),
+        "{stdout}"
+    );
     let dir = tmp.path().join("cmp");
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("compare.json")).unwrap()).unwrap();
@@ -281,7 +396,11 @@ fn compare_reports_statistics_for_two_proposers() {
     assert!(text.contains("mutate vs random"), "{text}");
     // `report` on the comparison's directory rewrites its report.
     let out = nas(&["report", dir.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -300,9 +419,29 @@ fn a_two_trial_search_with_the_live_model_records_its_proposals() {
     let model = std::env::var("NAS_LLM_MODEL").unwrap_or_else(|_| "gemma3:270m".into());
     let tmp = tempfile::tempdir().unwrap();
     let out = nas(&[
-        "evolve", "--runs-dir", tmp.path().to_str().unwrap(), "--name", "llm", "--proposer",
-        "ollama", "--url", &url, "--model", &model, "--temperature", "0", "--trials", "2",
-        "--epochs", "1", "--train-size", "64", "--test-size", "32", "--batch", "32",
+        "evolve",
+        "--runs-dir",
+        tmp.path().to_str().unwrap(),
+        "--name",
+        "llm",
+        "--proposer",
+        "ollama",
+        "--url",
+        &url,
+        "--model",
+        &model,
+        "--temperature",
+        "0",
+        "--trials",
+        "2",
+        "--epochs",
+        "1",
+        "--train-size",
+        "64",
+        "--test-size",
+        "32",
+        "--batch",
+        "32",
         "--no-time-budget",
     ]);
     let (stdout, stderr) = text(&out);
@@ -311,9 +450,17 @@ fn a_two_trial_search_with_the_live_model_records_its_proposals() {
     let trials = store.trials().unwrap();
     let proposed: Vec<_> = trials.iter().filter(|t| t.trial.step > 0).collect();
     assert_eq!(proposed.len(), 2);
-    assert!(proposed.iter().all(|t| t.trial.proposer == "ollama" && t.status().is_final()));
+    assert!(
+        proposed
+            .iter()
+            .all(|t| t.trial.proposer == "ollama" && t.status().is_final())
+    );
     let attempts = store.attempts().unwrap();
     assert!(attempts.len() >= 2, "{attempts:#?}");
-    assert!(attempts.iter().all(|a| a.proposer == "ollama" && a.latency_ms > 0.0));
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.proposer == "ollama" && a.latency_ms > 0.0)
+    );
     assert!(tmp.path().join("llm/report.html").is_file());
 }

@@ -3,8 +3,7 @@
 //! `propose` command line over them (text and JSON output, valid rate).
 
 use nas_core::propose::{
-    Budget, Context, MutateProposer, Outcome, Proposer, RandomProposer, Selection, Tally,
-    Telemetry,
+    Budget, Context, MutateProposer, Outcome, Proposer, RandomProposer, Selection, Tally, Telemetry,
 };
 use nas_dsl::mutate::Mutator;
 use std::collections::HashSet;
@@ -21,7 +20,11 @@ fn ctx(rel: &str, budget: Budget, widths: &str) -> Context {
 
 #[tokio::test]
 async fn random_assignments_keep_the_task_and_vary_every_class() {
-    let mut c = ctx("models/nas/small_cnn.nas", Budget::default(), "step:8..=256");
+    let mut c = ctx(
+        "models/nas/small_cnn.nas",
+        Budget::default(),
+        "step:8..=256",
+    );
     let mut p = RandomProposer::new(11);
     let mut seen = HashSet::new();
     for _ in 0..12 {
@@ -66,7 +69,11 @@ async fn random_proposals_over_budget_are_rejected_and_recorded() {
 
 #[tokio::test]
 async fn mutation_starts_from_the_best_trained_parent() {
-    let mut c = ctx("nas-dsl/tests/data/tiny_resnet.nas", Budget::default(), "step:8..=256");
+    let mut c = ctx(
+        "nas-dsl/tests/data/tiny_resnet.nas",
+        Budget::default(),
+        "step:8..=256",
+    );
     let mutator = Mutator {
         widths: c.widths,
         structural: false,
@@ -118,10 +125,16 @@ async fn tournament_selection_and_duplicates() {
     assert_eq!(tally.proposals, 40);
     assert!(tally.valid > 0);
     assert!(
-        tally.outcomes.iter().any(|(o, n)| *o == Outcome::Duplicate && *n > 0),
+        tally
+            .outcomes
+            .iter()
+            .any(|(o, n)| *o == Outcome::Duplicate && *n > 0),
         "{tally:?}"
     );
-    assert_eq!(tally.valid, tally.valid_first, "no repair rounds in baselines");
+    assert_eq!(
+        tally.valid, tally.valid_first,
+        "no repair rounds in baselines"
+    );
 }
 
 fn run_cli(args: &[&str]) -> (bool, String, String) {

@@ -104,7 +104,10 @@ fn the_furthest_rejection_is_reported_when_nothing_is_valid() {
         d.contains("`conv2` expects 20 input channels, but `conv1` produces 24"),
         "{d}"
     );
-    assert!(d.contains("proposal.nas:4:"), "rendered with a position: {d}");
+    assert!(
+        d.contains("proposal.nas:4:"),
+        "rendered with a position: {d}"
+    );
 }
 
 #[test]
@@ -150,7 +153,9 @@ fn a_network_for_the_wrong_input_shape_is_a_shape_error() {
         d.contains("takes input [1, 28, 28]") && d.contains("needs input [3, 32, 32]"),
         "{d}"
     );
-    let raw = WIDER.replace("classes = 10", "classes = 100").replace("96 -> 10)", "96 -> 100)");
+    let raw = WIDER
+        .replace("classes = 10", "classes = 100")
+        .replace("96 -> 10)", "96 -> 100)");
     let (o, d) = outcome(&raw);
     assert_eq!(o, Outcome::ShapeError);
     assert!(d.contains("10 classes"), "{d}");
@@ -173,7 +178,11 @@ fn over_budget_is_rejected_before_training() {
     match extract::best(&c, WIDER) {
         Verdict::Rejected(r) => {
             assert_eq!(r.outcome, Outcome::OverBudget);
-            assert!(r.diagnostics.contains("over the budget of 20,000"), "{}", r.diagnostics);
+            assert!(
+                r.diagnostics.contains("over the budget of 20,000"),
+                "{}",
+                r.diagnostics
+            );
         }
         Verdict::Accepted { .. } => panic!("accepted over budget"),
     }
@@ -267,7 +276,11 @@ async fn a_shape_error_is_repaired_with_the_diagnostics_in_chat() {
     };
     let last = messages.last().unwrap();
     assert_eq!(last.role, Role::User);
-    assert!(last.content.contains("rejected (shape_error)"), "{}", last.content);
+    assert!(
+        last.content.contains("rejected (shape_error)"),
+        "{}",
+        last.content
+    );
     assert!(
         last.content.contains("`conv2` expects 20 input channels"),
         "{}",
@@ -278,7 +291,10 @@ async fn a_shape_error_is_repaired_with_the_diagnostics_in_chat() {
 
 #[tokio::test]
 async fn a_parse_error_is_repaired_in_completion_style() {
-    let backend = Scripted::new(vec![text("net Oops(input = [3, 32, 32], classes = 10) {\n    conv(3 -> 16, k = 3;\n"), text(WIDER)]);
+    let backend = Scripted::new(vec![
+        text("net Oops(input = [3, 32, 32], classes = 10) {\n    conv(3 -> 16, k = 3;\n"),
+        text(WIDER),
+    ]);
     let mut p = LlmProposer::new(backend, config(Style::Completion));
     let proposal = p.propose(&ctx(Budget::default())).await;
     let outcomes: Vec<Outcome> = proposal.attempts.iter().map(|a| a.outcome).collect();
@@ -287,7 +303,10 @@ async fn a_parse_error_is_repaired_in_completion_style() {
     let Prompt::Completion { text } = &requests[1].prompt else {
         panic!("completion expected")
     };
-    assert!(text.contains("// This network was rejected (parse_error)"), "{text}");
+    assert!(
+        text.contains("// This network was rejected (parse_error)"),
+        "{text}"
+    );
     assert!(text.contains("// error"), "{text}");
     assert!(text.ends_with("```nas\n"));
     assert_eq!(requests[1].stop, ["```", "\n\n"]);
@@ -341,7 +360,10 @@ async fn server_errors_are_retried_then_recorded_without_a_repair_round() {
     assert_eq!(a.outcome, Outcome::ServerError);
     assert_eq!(a.retries, 1);
     let d = a.diagnostics.as_deref().unwrap();
-    assert!(d.contains("HTTP 503") && d.contains("overloaded") && d.contains("after 1 retries"), "{d}");
+    assert!(
+        d.contains("HTTP 503") && d.contains("overloaded") && d.contains("after 1 retries"),
+        "{d}"
+    );
     assert!(d.contains("scripted://") && d.contains("`m`"), "{d}");
 }
 
@@ -365,7 +387,11 @@ async fn a_stalled_backend_times_out_within_the_bound() {
     let start = Instant::now();
     let proposal = p.propose(&ctx(Budget::default())).await;
     // Two tries of 300 ms and one 10 ms backoff.
-    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(proposal.outcome(), Outcome::Timeout);
     assert_eq!(proposal.attempts[0].retries, 1);
     assert_eq!(p.backend().requests.lock().unwrap().len(), 2);
@@ -384,6 +410,13 @@ async fn each_proposal_gets_the_next_sampling_seed() {
     let c = ctx(Budget::default());
     p.propose(&c).await;
     p.propose(&c).await;
-    let seeds: Vec<u64> = p.backend().requests.lock().unwrap().iter().map(|r| r.seed).collect();
+    let seeds: Vec<u64> = p
+        .backend()
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.seed)
+        .collect();
     assert_eq!(seeds, [7, 8]);
 }

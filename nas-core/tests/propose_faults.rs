@@ -119,7 +119,10 @@ fn handle(mut stream: TcpStream, route: fn(&str) -> Answer, stop: &AtomicBool) {
     let (status, body) = match route(&path) {
         Answer::Json(body) => (200, body.to_string()),
         Answer::Status(code, body) => (code, body.to_string()),
-        Answer::Broken => (200, r#"{"model":"gemma3:270m","created_at":"x","respo"#.to_string()),
+        Answer::Broken => (
+            200,
+            r#"{"model":"gemma3:270m","created_at":"x","respo"#.to_string(),
+        ),
         Answer::Stall => {
             let start = Instant::now();
             while !stop.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(10) {
@@ -187,8 +190,14 @@ async fn ollama_refused_connection_is_a_clear_error() {
     let (r, took) = ollama_connect(&url).await;
     let e = r.unwrap_err().to_string();
     assert!(took < BOUND, "{took:?}");
-    assert!(e.contains("cannot reach the Ollama server at") && e.contains(&url), "{e}");
-    assert!(e.contains("connection failed") && e.contains("after 2 retries"), "{e}");
+    assert!(
+        e.contains("cannot reach the Ollama server at") && e.contains(&url),
+        "{e}"
+    );
+    assert!(
+        e.contains("connection failed") && e.contains("after 2 retries"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -197,8 +206,15 @@ async fn ollama_stalled_server_times_out() {
     let (r, took) = ollama_connect(&server.url).await;
     let e = r.unwrap_err().to_string();
     assert!(took < BOUND, "{took:?}");
-    assert!(e.contains(&server.url) && e.contains("no answer within"), "{e}");
-    assert_eq!(server.hits.load(Ordering::SeqCst), 3, "one try and two retries");
+    assert!(
+        e.contains(&server.url) && e.contains("no answer within"),
+        "{e}"
+    );
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        3,
+        "one try and two retries"
+    );
 }
 
 #[tokio::test]
@@ -207,7 +223,10 @@ async fn ollama_500_and_broken_json_at_start_are_clear_errors() {
     let (r, took) = ollama_connect(&server.url).await;
     let e = r.unwrap_err().to_string();
     assert!(took < BOUND);
-    assert!(e.contains("GET /api/tags") && e.contains("out of memory"), "{e}");
+    assert!(
+        e.contains("GET /api/tags") && e.contains("out of memory"),
+        "{e}"
+    );
 
     let server = serve(|_| Answer::Broken);
     let (r, took) = ollama_connect(&server.url).await;
@@ -222,7 +241,10 @@ async fn ollama_unknown_model_names_url_model_and_what_is_there() {
     let mut c = config(&server.url);
     c.model = "llama3".to_string();
     let e = OllamaBackend::connect(&c).await.unwrap_err().to_string();
-    assert!(e.contains("model `llama3` not found at") && e.contains(&server.url), "{e}");
+    assert!(
+        e.contains("model `llama3` not found at") && e.contains(&server.url),
+        "{e}"
+    );
     assert!(e.contains("available: gemma3:270m"), "{e}");
 }
 
@@ -258,7 +280,10 @@ async fn ollama_faults_during_generation_are_recorded_after_retries() {
     assert!(took < BOUND);
     let a = &proposal.attempts[0];
     assert_eq!((a.outcome, a.retries), (Outcome::ServerError, 2));
-    assert!(a.diagnostics.as_deref().unwrap().contains("malformed"), "{a:?}");
+    assert!(
+        a.diagnostics.as_deref().unwrap().contains("malformed"),
+        "{a:?}"
+    );
 
     let server = serve(|p| ollama_route(p, Answer::Stall));
     let (proposal, took) = ollama_propose(&server).await;
@@ -269,7 +294,12 @@ async fn ollama_faults_during_generation_are_recorded_after_retries() {
 
 #[tokio::test]
 async fn ollama_model_vanishing_is_not_retried() {
-    let server = serve(|p| ollama_route(p, Answer::Status(404, r#"{"error":"model 'gemma3:270m' not found"}"#)));
+    let server = serve(|p| {
+        ollama_route(
+            p,
+            Answer::Status(404, r#"{"error":"model 'gemma3:270m' not found"}"#),
+        )
+    });
     let (proposal, took) = ollama_propose(&server).await;
     assert!(took < BOUND);
     let a = &proposal.attempts[0];
@@ -283,7 +313,10 @@ async fn openai_faults_at_start_are_clear_errors() {
     let (r, took) = openai_connect(&url).await;
     let e = r.unwrap_err().to_string();
     assert!(took < BOUND);
-    assert!(e.contains("OpenAI-compatible server at") && e.contains(&url), "{e}");
+    assert!(
+        e.contains("OpenAI-compatible server at") && e.contains(&url),
+        "{e}"
+    );
 
     let server = serve(|_| Answer::Stall);
     let (r, took) = openai_connect(&server.url).await;
@@ -301,7 +334,10 @@ async fn openai_faults_at_start_are_clear_errors() {
 
     let server = serve(|_| Answer::Json(r#"{"data":[{"id":"a"},{"id":"b"}]}"#));
     let e = openai_connect(&server.url).await.0.unwrap_err().to_string();
-    assert!(e.contains("model `gemma3:270m` not found") && e.contains("available: a, b"), "{e}");
+    assert!(
+        e.contains("model `gemma3:270m` not found") && e.contains("available: a, b"),
+        "{e}"
+    );
 }
 
 fn openai_route(path: &str, completion: Answer) -> Answer {
@@ -312,7 +348,10 @@ fn openai_route(path: &str, completion: Answer) -> Answer {
     }
 }
 
-async fn openai_propose(server: &FakeServer, style: Style) -> (nas_core::propose::Proposal, Duration) {
+async fn openai_propose(
+    server: &FakeServer,
+    style: Style,
+) -> (nas_core::propose::Proposal, Duration) {
     let c = LlmConfig {
         style,
         ..config(&format!("{}/v1/", server.url))
@@ -331,13 +370,23 @@ async fn openai_faults_during_generation_are_recorded_after_retries() {
         let (proposal, took) = openai_propose(&server, style).await;
         assert!(took < BOUND);
         let a = &proposal.attempts[0];
-        assert_eq!((a.outcome, a.retries), (Outcome::ServerError, 2), "{style:?}");
+        assert_eq!(
+            (a.outcome, a.retries),
+            (Outcome::ServerError, 2),
+            "{style:?}"
+        );
         assert!(a.diagnostics.as_deref().unwrap().contains("HTTP 500"));
 
         let server = serve(|p| openai_route(p, Answer::Broken));
         let (proposal, _) = openai_propose(&server, style).await;
         assert_eq!(proposal.outcome(), Outcome::ServerError);
-        assert!(proposal.attempts[0].diagnostics.as_deref().unwrap().contains("malformed"));
+        assert!(
+            proposal.attempts[0]
+                .diagnostics
+                .as_deref()
+                .unwrap()
+                .contains("malformed")
+        );
 
         let server = serve(|p| openai_route(p, Answer::Json(r#"{"choices":[]}"#)));
         let (proposal, _) = openai_propose(&server, style).await;
@@ -368,7 +417,10 @@ async fn openai_answer_is_judged_with_token_counts() {
         let (proposal, _) = openai_propose(&server, style).await;
         let a = &proposal.attempts[0];
         assert_eq!(a.outcome, Outcome::Ok, "{a:?}");
-        assert_eq!((a.prompt_tokens, a.completion_tokens), (Some(321), Some(45)));
+        assert_eq!(
+            (a.prompt_tokens, a.completion_tokens),
+            (Some(321), Some(45))
+        );
     }
 }
 

@@ -104,7 +104,11 @@ fn assert_classified(ctx: &Context, proposal: &Proposal, seen: &HashSet<String>)
         }
         let repairable = a.outcome.repairable();
         if a.round == Round::Initial && repairable {
-            assert_eq!(proposal.attempts.len(), 2, "a rejected answer gets a repair");
+            assert_eq!(
+                proposal.attempts.len(),
+                2,
+                "a rejected answer gets a repair"
+            );
         }
     }
     assert_eq!(proposal.arch.is_some(), proposal.outcome() == Outcome::Ok);
@@ -150,7 +154,11 @@ async fn ollama_completion_style_on_the_real_model() {
     let mut p = LlmProposer::new(backend, c);
     run(&mut p, "models/nas/small_cnn.nas", Budget::default(), 2).await;
     let repaired = run(&mut p, "models/nas/small_cnn.nas", IMPOSSIBLE, 1).await;
-    assert!(repaired.iter().all(|p| p.attempts.len() == 2 && p.repaired()));
+    assert!(
+        repaired
+            .iter()
+            .all(|p| p.attempts.len() == 2 && p.repaired())
+    );
 }
 
 #[tokio::test]
@@ -161,7 +169,13 @@ async fn ollama_chat_style_on_the_real_model() {
     let c = config(&url, Style::Chat);
     let backend = OllamaBackend::connect(&c).await.unwrap();
     let mut p = LlmProposer::new(backend, c);
-    run(&mut p, "nas-dsl/tests/data/tiny_resnet.nas", Budget::default(), 1).await;
+    run(
+        &mut p,
+        "nas-dsl/tests/data/tiny_resnet.nas",
+        Budget::default(),
+        1,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -176,7 +190,10 @@ async fn ollama_unknown_model_is_a_clear_error() {
     let e = OllamaBackend::connect(&c).await.unwrap_err();
     assert!(matches!(e, ProposeError::ModelNotFound { .. }), "{e}");
     let e = e.to_string();
-    assert!(e.contains("no-such-model:1b") && e.contains(url.trim_end_matches('/')), "{e}");
+    assert!(
+        e.contains("no-such-model:1b") && e.contains(url.trim_end_matches('/')),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -187,9 +204,19 @@ async fn openai_completion_style_on_the_real_model() {
     let c = config(&url, Style::Completion);
     let backend = OpenAiBackend::connect(&c).await.unwrap();
     let mut p = LlmProposer::new(backend, c);
-    run(&mut p, "nas-dsl/tests/data/tiny_resnet.nas", Budget::default(), 1).await;
+    run(
+        &mut p,
+        "nas-dsl/tests/data/tiny_resnet.nas",
+        Budget::default(),
+        1,
+    )
+    .await;
     let repaired = run(&mut p, "nas-dsl/tests/data/tiny_resnet.nas", IMPOSSIBLE, 1).await;
-    assert!(repaired.iter().all(|p| p.attempts.len() == 2 && p.repaired()));
+    assert!(
+        repaired
+            .iter()
+            .all(|p| p.attempts.len() == 2 && p.repaired())
+    );
 }
 
 #[tokio::test]

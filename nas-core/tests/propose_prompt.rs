@@ -67,16 +67,21 @@ fn completion_prompt_with_history_and_budget() {
 fn the_parent_is_the_best_trained_network() {
     let ctx = trained_context();
     let best: &Arc<Arch> = ctx.best();
-    assert_eq!(
-        ctx.telemetry_of(best).and_then(|t| t.accuracy),
-        Some(0.447)
-    );
+    assert_eq!(ctx.telemetry_of(best).and_then(|t| t.accuracy), Some(0.447));
     let input = PromptInput::from_context(&ctx, best);
     // The other trained network and the seed-derived filler, never the parent.
     assert_eq!(input.examples.len(), prompt::EXAMPLES);
-    assert!(input.examples.iter().all(|e| e.source != input.parent.source));
+    assert!(
+        input
+            .examples
+            .iter()
+            .all(|e| e.source != input.parent.source)
+    );
     assert_eq!(
-        input.examples[0].telemetry.as_ref().and_then(|t| t.accuracy),
+        input.examples[0]
+            .telemetry
+            .as_ref()
+            .and_then(|t| t.accuracy),
         Some(0.412)
     );
 }

@@ -145,7 +145,11 @@ fn an_absurd_learning_rate_diverges_instead_of_crashing() {
     let report = train::<B>(&net(plain), &task, &cfg, &Default::default(), &mut ()).unwrap();
     assert!(report.diverged());
     match &report.outcome {
-        Outcome::Diverged { epoch, step, reason } => {
+        Outcome::Diverged {
+            epoch,
+            step,
+            reason,
+        } => {
             assert_eq!(*epoch, 1);
             assert!(*step >= 2 && *step <= 4, "step {step}");
             assert!(reason.starts_with("training loss "), "{reason}");
@@ -161,17 +165,31 @@ fn an_absurd_learning_rate_diverges_instead_of_crashing() {
 #[test]
 fn nets_that_do_not_fit_the_task_are_refused() {
     let task = task(20, 10);
-    let wide = "net W(input = [3, 32, 32], classes = 100) { conv(3 -> 4, k = 3); gap; linear(4 -> 100); }";
-    let e = train::<B>(&net(wide), &task, &TrainConfig::default(), &Default::default(), &mut ())
-        .unwrap_err();
+    let wide =
+        "net W(input = [3, 32, 32], classes = 100) { conv(3 -> 4, k = 3); gap; linear(4 -> 100); }";
+    let e = train::<B>(
+        &net(wide),
+        &task,
+        &TrainConfig::default(),
+        &Default::default(),
+        &mut (),
+    )
+    .unwrap_err();
     assert!(matches!(e, TrainError::Mismatch { .. }));
     assert_eq!(
         e.to_string(),
         "`W` does not fit the synthetic task: the net ends in [100] but the task has 10 classes"
     );
-    let small = "net S(input = [3, 16, 16], classes = 10) { conv(3 -> 4, k = 3); gap; linear(4 -> 10); }";
-    let e = train::<B>(&net(small), &task, &TrainConfig::default(), &Default::default(), &mut ())
-        .unwrap_err();
+    let small =
+        "net S(input = [3, 16, 16], classes = 10) { conv(3 -> 4, k = 3); gap; linear(4 -> 10); }";
+    let e = train::<B>(
+        &net(small),
+        &task,
+        &TrainConfig::default(),
+        &Default::default(),
+        &mut (),
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "`S` does not fit the synthetic task: the net takes [3, 16, 16] but the images are [3, 32, 32]"

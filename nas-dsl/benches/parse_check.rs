@@ -18,7 +18,9 @@ fn hundred_layers() -> String {
 
 fn bench(c: &mut Criterion) {
     let hundred = hundred_layers();
-    let layers = nas_dsl::check_str(&hundred).map(|n| n[0].layers().len()).unwrap_or(0);
+    let layers = nas_dsl::check_str(&hundred)
+        .map(|n| n[0].layers().len())
+        .unwrap_or(0);
     c.bench_function(&format!("parse+check {layers}-layer net"), |b| {
         b.iter(|| nas_dsl::check_str(black_box(&hundred)))
     });
@@ -35,7 +37,10 @@ fn bench(c: &mut Criterion) {
         let Ok(src) = std::fs::read_to_string(&path) else {
             continue;
         };
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         c.bench_function(&format!("parse+check {name}"), |b| {
             b.iter(|| nas_dsl::check_str(black_box(&src)))
         });

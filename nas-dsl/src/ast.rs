@@ -227,6 +227,6 @@ impl Node {
 
 /// Every layer and block keyword, in the order the reference lists them.
 pub const KEYWORDS: &[&str] = &[
-    "conv", "linear", "bn", "relu", "gelu", "silu", "sigmoid", "tanh", "maxpool", "avgpool",
-    "gap", "flatten", "dropout", "residual", "concat",
+    "conv", "linear", "bn", "relu", "gelu", "silu", "sigmoid", "tanh", "maxpool", "avgpool", "gap",
+    "flatten", "dropout", "residual", "concat",
 ];

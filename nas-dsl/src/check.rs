@@ -109,7 +109,10 @@ pub fn check(net: &Net) -> Result<CheckedNet, Errors> {
                 },
                 net.classes.span,
             )
-            .with_note(out.origin_span, format!("`{}` produces {shape}", out.origin)),
+            .with_note(
+                out.origin_span,
+                format!("`{}` produces {shape}", out.origin),
+            ),
         ),
         _ => {}
     }
@@ -292,7 +295,8 @@ impl Checker {
                 (Op::Layer(layer.clone()), out, node)
             }
             Node::Residual { body, shortcut } => {
-                let (out, node) = self.residual(stmt, body, shortcut.as_deref(), &flow, index, depth);
+                let (out, node) =
+                    self.residual(stmt, body, shortcut.as_deref(), &flow, index, depth);
                 (Op::Residual, out, node)
             }
             Node::Concat { branches } => {
@@ -361,10 +365,11 @@ impl Checker {
                         shortcut: b.to_string(),
                     }
                 };
-                self.errors.push(
-                    Diagnostic::new(kind, stmt.keyword)
-                        .with_note(y.origin_span, format!("`{}` sets the body's width", y.origin)),
-                );
+                self.errors
+                    .push(Diagnostic::new(kind, stmt.keyword).with_note(
+                        y.origin_span,
+                        format!("`{}` sets the body's width", y.origin),
+                    ));
                 Some(a)
             }
             (a, _) => a,
@@ -413,15 +418,25 @@ impl Checker {
             };
             shape = match (shape, s) {
                 (None, s) => Some(s),
-                (Some(Shape::Map { c, h, w }), Shape::Map { c: c2, h: h2, w: w2 }) => {
+                (
+                    Some(Shape::Map { c, h, w }),
+                    Shape::Map {
+                        c: c2,
+                        h: h2,
+                        w: w2,
+                    },
+                ) => {
                     if (h, w) != (h2, w2) {
-                        self.errors.push(Diagnostic::new(
-                            ErrorKind::ConcatSpatial {
-                                first: first_shape(&outs).to_string(),
-                                other: s.to_string(),
-                            },
-                            stmt.keyword,
-                        ).with_note(o.origin_span, format!("`{}` produces {s}", o.origin)));
+                        self.errors.push(
+                            Diagnostic::new(
+                                ErrorKind::ConcatSpatial {
+                                    first: first_shape(&outs).to_string(),
+                                    other: s.to_string(),
+                                },
+                                stmt.keyword,
+                            )
+                            .with_note(o.origin_span, format!("`{}` produces {s}", o.origin)),
+                        );
                         known = false;
                     }
                     c.checked_add(c2).map(|c| Shape::Map { c, h, w })
@@ -488,7 +503,15 @@ impl Checker {
                     return same(None);
                 }
                 let shape = self
-                    .spatial(name, stmt, (h, w), p.k.value, p.stride.value, p.pad.value, 1)
+                    .spatial(
+                        name,
+                        stmt,
+                        (h, w),
+                        p.k.value,
+                        p.stride.value,
+                        p.pad.value,
+                        1,
+                    )
                     .map(|(h, w)| Shape::Map { c, h, w });
                 same(shape)
             }
@@ -702,7 +725,5 @@ impl Checker {
 }
 
 fn first_shape(outs: &[Flow]) -> Shape {
-    outs.iter()
-        .find_map(|o| o.shape)
-        .unwrap_or(Shape::Flat(0))
+    outs.iter().find_map(|o| o.shape).unwrap_or(Shape::Flat(0))
 }

@@ -92,7 +92,9 @@ pub enum ErrorKind {
         found: u64,
     },
     /// A linear's written input width differs from what reaches it.
-    #[error("`{layer}` expects {expected} input features, but `{producer}` produces {found}{detail}")]
+    #[error(
+        "`{layer}` expects {expected} input features, but `{producer}` produces {found}{detail}"
+    )]
     InputFeatures {
         /// The layer.
         layer: String,
@@ -122,7 +124,9 @@ pub enum ErrorKind {
         shape: String,
     },
     /// Convolution or pooling leaves no pixels.
-    #[error("`{layer}` shrinks the feature map to {h}x{w} (input {in_h}x{in_w}, k = {k}, pad = {pad})")]
+    #[error(
+        "`{layer}` shrinks the feature map to {h}x{w} (input {in_h}x{in_w}, k = {k}, pad = {pad})"
+    )]
     Collapse {
         /// The layer.
         layer: String,
@@ -140,7 +144,9 @@ pub enum ErrorKind {
         pad: u64,
     },
     /// A pooling window's padding is larger than half the window.
-    #[error("`{layer}` pads {pad} on each side, but padding may be at most half the window (k = {k})")]
+    #[error(
+        "`{layer}` pads {pad} on each side, but padding may be at most half the window (k = {k})"
+    )]
     PoolPadding {
         /// The layer.
         layer: String,
@@ -150,7 +156,9 @@ pub enum ErrorKind {
         k: u64,
     },
     /// A residual body changes the shape and has no shortcut.
-    #[error("residual body produces {body} but its input is {input}; add a `shortcut` that maps {input} to {body}")]
+    #[error(
+        "residual body produces {body} but its input is {input}; add a `shortcut` that maps {input} to {body}"
+    )]
     ResidualNeedsShortcut {
         /// Body output shape.
         body: String,
@@ -228,7 +236,9 @@ pub enum ErrorKind {
         limit: usize,
     },
     /// Source with no net in it.
-    #[error("no `net` found; a file holds one or more `net Name(input = [...], classes = N) {{ ... }}` items")]
+    #[error(
+        "no `net` found; a file holds one or more `net Name(input = [...], classes = N) {{ ... }}` items"
+    )]
     NoNet,
 }
 

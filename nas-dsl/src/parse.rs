@@ -228,7 +228,10 @@ impl Cx {
             false
         };
         let kw: syn::Ident = input.parse().map_err(|e| {
-            syn::Error::new(e.span(), "expected `net Name(input = [...], classes = N) { ... }`")
+            syn::Error::new(
+                e.span(),
+                "expected `net Name(input = [...], classes = N) { ... }`",
+            )
         })?;
         if kw != "net" {
             return Err(syn::Error::new(
@@ -247,7 +250,9 @@ impl Cx {
             match arg.name.text.as_str() {
                 "input" => {
                     let dims = match &arg.value {
-                        Value::List(v) if (v.len() == 3 || v.len() == 1) && v.iter().all(|&d| d > 0) => {
+                        Value::List(v)
+                            if (v.len() == 3 || v.len() == 1) && v.iter().all(|&d| d > 0) =>
+                        {
                             Some(v.clone())
                         }
                         _ => None,
@@ -323,7 +328,10 @@ impl Cx {
         let depth = self.depth.get() + 1;
         if depth > MAX_DEPTH {
             let span = self.sp(input.span());
-            self.error(Diagnostic::new(ErrorKind::TooDeep { limit: MAX_DEPTH }, span));
+            self.error(Diagnostic::new(
+                ErrorKind::TooDeep { limit: MAX_DEPTH },
+                span,
+            ));
             input.parse::<TokenStream>()?;
             return Ok(Vec::new());
         }
@@ -360,7 +368,11 @@ impl Cx {
             .parse()
             .map_err(|e| syn::Error::new(e.span(), "expected a layer, `residual` or `concat`"))?;
         let keyword = self.sp(kw.span());
-        let start = if name.is_some() { self.sp(start) } else { keyword };
+        let start = if name.is_some() {
+            self.sp(start)
+        } else {
+            keyword
+        };
         let text = kw.to_string();
         let mut end: Span;
         let node = match text.as_str() {
@@ -369,7 +381,9 @@ impl Cx {
                 let brace = braced!(body in input);
                 end = self.sp(brace.span.close());
                 let body = self.block(&body)?;
-                let shortcut = if input.peek(syn::Ident) && input.fork().parse::<syn::Ident>()? == "shortcut" {
+                let shortcut = if input.peek(syn::Ident)
+                    && input.fork().parse::<syn::Ident>()? == "shortcut"
+                {
                     input.parse::<syn::Ident>()?;
                     let sc;
                     let brace = braced!(sc in input);
@@ -432,14 +446,18 @@ impl Cx {
             Ok((Value::Int(v.value), v.span))
         } else if input.peek(syn::LitFloat) {
             let lit: syn::LitFloat = input.parse()?;
-            Ok((Value::Float(lit.base10_parse::<f64>()?), self.sp(lit.span())))
+            Ok((
+                Value::Float(lit.base10_parse::<f64>()?),
+                self.sp(lit.span()),
+            ))
         } else if input.peek(syn::LitBool) {
             let lit = input.parse::<syn::LitBool>()?;
             Ok((Value::Bool(lit.value), self.sp(lit.span)))
         } else if input.peek(syn::token::Bracket) {
             let content;
             let bracket = bracketed!(content in input);
-            let items = content.parse_terminated(<syn::LitInt as syn::parse::Parse>::parse, Token![,])?;
+            let items =
+                content.parse_terminated(<syn::LitInt as syn::parse::Parse>::parse, Token![,])?;
             let mut v = Vec::new();
             for lit in items {
                 v.push(parse_u64(&lit)?);
@@ -691,11 +709,7 @@ impl Cx {
             "bn" => Layer::Bn,
             "gap" => Layer::Gap,
             "flatten" => Layer::Flatten,
-            act => Layer::Act(
-                Activation::ALL
-                    .into_iter()
-                    .find(|a| a.keyword() == act)?,
-            ),
+            act => Layer::Act(Activation::ALL.into_iter().find(|a| a.keyword() == act)?),
         };
         ok.then_some(layer)
     }
@@ -718,7 +732,10 @@ impl Cx {
 /// Reads an integer literal as `u64`, rejecting signs, suffixes and overflow.
 fn parse_u64(lit: &syn::LitInt) -> syn::Result<u64> {
     if lit.base10_digits().starts_with('-') {
-        return Err(syn::Error::new(lit.span(), "negative values are not allowed here"));
+        return Err(syn::Error::new(
+            lit.span(),
+            "negative values are not allowed here",
+        ));
     }
     if !lit.suffix().is_empty() {
         return Err(syn::Error::new(

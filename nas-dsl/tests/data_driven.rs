@@ -15,17 +15,29 @@ fn valid_files_print_check_and_summarise() {
         let src = std::fs::read_to_string(path).unwrap();
         let nets = match check_str(&src) {
             Ok(nets) => nets,
-            Err(e) => panic!("{}:\n{}", path.display(), diag::render(&name_of(path), &src, &e)),
+            Err(e) => panic!(
+                "{}:\n{}",
+                path.display(),
+                diag::render(&name_of(path), &src, &e)
+            ),
         };
         let file = parse_str(&src).unwrap();
         let printed = print_file(&file);
         // The printed text is canonical: it parses back to the same tree and prints identically.
         let reparsed = parse_str(&printed).unwrap();
-        assert_eq!(reparsed, file, "parse(print(n)) != n for {}", path.display());
+        assert_eq!(
+            reparsed,
+            file,
+            "parse(print(n)) != n for {}",
+            path.display()
+        );
         assert_eq!(print_file(&reparsed), printed);
         let mut snapshot = printed.clone();
         for net in &nets {
-            assert_eq!(print(net.net()), print(&file.nets[nets.iter().position(|n| n.name() == net.name()).unwrap()]));
+            assert_eq!(
+                print(net.net()),
+                print(&file.nets[nets.iter().position(|n| n.name() == net.name()).unwrap()])
+            );
             snapshot.push('\n');
             snapshot.push_str(&summary::summarize(net).table());
         }
@@ -43,7 +55,10 @@ fn error_files_fail_with_rendered_diagnostics() {
         assert!(!errors.is_empty());
         for d in errors.iter() {
             let message = d.kind.to_string();
-            assert!(!message.ends_with('.'), "message ends with a period: {message}");
+            assert!(
+                !message.ends_with('.'),
+                "message ends with a period: {message}"
+            );
             assert!(
                 !message.starts_with(char::is_uppercase),
                 "message starts uppercase: {message}"
@@ -61,9 +76,27 @@ fn several_independent_errors_are_all_reported() {
     .unwrap();
     let errors = check_str(&src).unwrap_err();
     let messages: Vec<String> = errors.iter().map(|d| d.kind.to_string()).collect();
-    assert!(messages.iter().any(|m| m.contains("`conv1` expects 64 input channels, but `stem` produces 32")), "{messages:?}");
-    assert!(messages.iter().any(|m| m.contains("`groups = 5`")), "{messages:?}");
-    assert!(messages.iter().any(|m| m.contains("residual body produces")), "{messages:?}");
-    assert!(messages.iter().any(|m| m.contains("`conv1` needs a feature map")), "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("`conv1` expects 64 input channels, but `stem` produces 32")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("`groups = 5`")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("residual body produces")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("`conv1` needs a feature map")),
+        "{messages:?}"
+    );
     assert!(errors.len() >= 4);
 }

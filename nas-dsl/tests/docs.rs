@@ -26,7 +26,10 @@ fn every_nas_block_in_the_reference_checks() {
     assert!(!blocks.is_empty(), "no ```nas blocks found in {path}");
     for src in &blocks {
         if let Err(e) = check_str(src) {
-            panic!("a nas block in DSL.md fails:\n{}", diag::render("DSL.md", src, &e));
+            panic!(
+                "a nas block in DSL.md fails:\n{}",
+                diag::render("DSL.md", src, &e)
+            );
         }
         let file = parse_str(src).unwrap();
         assert_eq!(parse_str(&print_file(&file)).unwrap(), file);

@@ -41,15 +41,24 @@ fn build(input: (u64, u64), steps: &[Step], classes: u64, flatten: bool) -> Stri
         match *s {
             Step::Conv { width, k, stride } => {
                 let stride = if hw >= 4 { stride } else { 1 };
-                body += &format!("conv({c} -> {width}, k = {k}, stride = {stride}, pad = {});\n", k / 2);
+                body += &format!(
+                    "conv({c} -> {width}, k = {k}, stride = {stride}, pad = {});\n",
+                    k / 2
+                );
                 c = width;
                 hw = (hw - 1) / stride + 1;
             }
-            Step::Depthwise => body += &format!("conv({c} -> {c}, k = 3, pad = 1, groups = {c}, bias = false);\n"),
+            Step::Depthwise => {
+                body += &format!("conv({c} -> {c}, k = 3, pad = 1, groups = {c}, bias = false);\n")
+            }
             Step::Bn => body += "bn;\n",
             Step::Act(i) => body += &format!("{};\n", acts[i]),
             Step::Pool { max } if hw >= 2 => {
-                body += if max { "maxpool(k = 2);\n" } else { "avgpool(k = 2, stride = 2);\n" };
+                body += if max {
+                    "maxpool(k = 2);\n"
+                } else {
+                    "avgpool(k = 2, stride = 2);\n"
+                };
                 hw /= 2;
             }
             Step::Pool { .. } => {}
@@ -69,7 +78,9 @@ fn build(input: (u64, u64), steps: &[Step], classes: u64, flatten: bool) -> Stri
                 }
             }
             Step::Concat { a, b } => {
-                body += &format!("concat {{ branch {{ conv({c} -> {a}, k = 1); }} branch {{ conv({c} -> {b}, k = 3, pad = 1); }} }}\n");
+                body += &format!(
+                    "concat {{ branch {{ conv({c} -> {a}, k = 1); }} branch {{ conv({c} -> {b}, k = 3, pad = 1); }} }}\n"
+                );
                 c = a + b;
             }
             Step::Dropout(p) => body += &format!("dropout(p = {});\n", f64::from(p) / 10.0),
@@ -80,7 +91,10 @@ fn build(input: (u64, u64), steps: &[Step], classes: u64, flatten: bool) -> Stri
     } else {
         body += &format!("gap;\nhead: linear({c} -> {classes});\n");
     }
-    format!("/// generated\nnet Gen(input = [{}, {}, {}], classes = {classes}) {{\n{body}}}\n", input.0, input.1, input.1)
+    format!(
+        "/// generated\nnet Gen(input = [{}, {}, {}], classes = {classes}) {{\n{body}}}\n",
+        input.0, input.1, input.1
+    )
 }
 
 proptest! {

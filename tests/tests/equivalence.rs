@@ -46,7 +46,11 @@ macro_rules! check_model {
         let mac = M::<Flex>::init(&device).map(&mut Perturb);
         let fresh = RuntimeNet::<Flex>::new(&checked, &device);
         assert_eq!(mac.num_params(), fresh.num_params(), "{name}: num_params");
-        assert_eq!(fresh.num_params() as u64, checked.burn_params(), "{name}: burn_params");
+        assert_eq!(
+            fresh.num_params() as u64,
+            checked.burn_params(),
+            "{name}: burn_params"
+        );
         let run = fresh.load_params_from(&mac).unwrap();
         let x = Tensor::<Flex, 4>::random([3, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
         let (a, b) = (mac.forward(x.clone()), run.forward(x).unwrap());
@@ -54,7 +58,10 @@ macro_rules! check_model {
         let d = max_diff(a.clone(), b);
         assert!(d <= 1e-5, "{name}: inference logits differ by {d}");
         let spread = max_diff(a.clone(), a.zeros_like());
-        assert!(spread > 1e-3, "{name}: logits are all ~0, the test proves nothing");
+        assert!(
+            spread > 1e-3,
+            "{name}: logits are all ~0, the test proves nothing"
+        );
 
         // Training mode: BatchNorm uses batch statistics, dropout draws masks.
         type A = Autodiff<Flex>;
@@ -86,5 +93,8 @@ fn macro_and_runtime_modules_agree_for_every_model() {
     all.sort_unstable();
     let mut done = checked.to_vec();
     done.sort_unstable();
-    assert_eq!(done, all, "every model in `models::all_sources()` needs a line above");
+    assert_eq!(
+        done, all,
+        "every model in `models::all_sources()` needs a line above"
+    );
 }

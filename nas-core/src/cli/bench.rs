@@ -119,7 +119,11 @@ fn bench<B: AutodiffBackend>(
     B::seed(device, 0);
     let mut model = RuntimeNet::<B>::new(net, device);
     let classes = net.output().channels() as usize;
-    let x = Tensor::<B, 4>::random([args.batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), device);
+    let x = Tensor::<B, 4>::random(
+        [args.batch, 3, 32, 32],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
     let y = Tensor::<B, 1, Int>::random(
         [args.batch],
         Distribution::Uniform(0.0, classes as f64),
@@ -147,23 +151,23 @@ fn bench<B: AutodiffBackend>(
         }
         Ok(model)
     };
-    let mut step: Box<dyn FnMut(RuntimeNet<B>, GradientsParams) -> RuntimeNet<B>> =
-        match args.optim {
-            Optim::Adam => {
-                let mut o = AdamConfig::new().init::<B, RuntimeNet<B>>();
-                Box::new(move |m, g| o.step(1e-3, m, g))
-            }
-            Optim::Sgd => {
-                let mut o = SgdConfig::new()
-                    .with_momentum(Some(
-                        MomentumConfig::new()
-                            .with_dampening(0.0)
-                            .with_nesterov(true),
-                    ))
-                    .init::<B, RuntimeNet<B>>();
-                Box::new(move |m, g| o.step(1e-2, m, g))
-            }
-        };
+    let mut step: Box<dyn FnMut(RuntimeNet<B>, GradientsParams) -> RuntimeNet<B>> = match args.optim
+    {
+        Optim::Adam => {
+            let mut o = AdamConfig::new().init::<B, RuntimeNet<B>>();
+            Box::new(move |m, g| o.step(1e-3, m, g))
+        }
+        Optim::Sgd => {
+            let mut o = SgdConfig::new()
+                .with_momentum(Some(
+                    MomentumConfig::new()
+                        .with_dampening(0.0)
+                        .with_nesterov(true),
+                ))
+                .init::<B, RuntimeNet<B>>();
+            Box::new(move |m, g| o.step(1e-2, m, g))
+        }
+    };
     for _ in 0..args.warmup {
         model = run(model, &mut *step, false)?;
     }
@@ -172,11 +176,7 @@ fn bench<B: AutodiffBackend>(
         model = run(model, &mut *step, true)?;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let probe: f32 = model
-        .forward(x.clone())?
-        .sum()
-        .into_scalar()
-        .elem();
+    let probe: f32 = model.forward(x.clone())?.sum().into_scalar().elem();
     anyhow::ensure!(probe.is_finite(), "the benchmark's logits became {probe}");
     let steps = args.steps.max(1) as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps;
@@ -198,7 +198,10 @@ fn bench<B: AutodiffBackend>(
 /// Runs `nas-core bench`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let What::Train(args) = args.what;
-    anyhow::ensure!(args.batch > 0 && args.steps > 0, "`--batch` and `--steps` must be at least 1");
+    anyhow::ensure!(
+        args.batch > 0 && args.steps > 0,
+        "`--batch` and `--steps` must be at least 1"
+    );
     if args.threads > 0
         && let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(args.threads)
@@ -211,17 +214,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .and_then(|mut n| n.pop())
         .context("the reference net fails the checker")?;
     let result = match args.backend {
-        BackendKind::Flex => bench::<burn::backend::Autodiff<burn::backend::Flex>>(
-            &net,
-            &args,
-            &Default::default(),
-        )?,
+        BackendKind::Flex => {
+            bench::<burn::backend::Autodiff<burn::backend::Flex>>(&net, &args, &Default::default())?
+        }
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => bench::<burn::backend::Autodiff<burn::backend::Cuda>>(
-            &net,
-            &args,
-            &Default::default(),
-        )?,
+        BackendKind::Cuda => {
+            bench::<burn::backend::Autodiff<burn::backend::Cuda>>(&net, &args, &Default::default())?
+        }
         #[cfg(not(feature = "cuda"))]
         BackendKind::Cuda => return Err(backend_unavailable(args.backend).into()),
     };

@@ -17,9 +17,9 @@ pub const COMPARE_FILE: &str = "compare.json";
 
 fn proposer_arg(s: &str) -> Result<ProposerKind, String> {
     match ProposerKind::parse(s) {
-        Ok(ProposerKind::Auto) => Err(
-            "`auto` is not a proposer to compare; name `ollama` or `mutate` explicitly".into(),
-        ),
+        Ok(ProposerKind::Auto) => {
+            Err("`auto` is not a proposer to compare; name `ollama` or `mutate` explicitly".into())
+        }
         Ok(p) => Ok(p),
         Err(EvolveError::Config(m)) => Err(m),
         Err(e) => Err(e.to_string()),
@@ -106,7 +106,9 @@ fn write(dir: &Path, mut record: Record) -> anyhow::Result<Comparison> {
     let comparison = Comparison::new(&plain);
     let title = format!(
         "Comparison {}: {} ({} seeds)",
-        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         record.proposers.join(" vs "),
         record.seeds
     );
@@ -175,8 +177,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         runs: runs.clone(),
         comparison: None,
     };
-    std::fs::write(dir.join(COMPARE_FILE), serde_json::to_string_pretty(&record)?)
-        .with_context(|| format!("cannot write into `{}`", dir.display()))?;
+    std::fs::write(
+        dir.join(COMPARE_FILE),
+        serde_json::to_string_pretty(&record)?,
+    )
+    .with_context(|| format!("cannot write into `{}`", dir.display()))?;
     eprintln!(
         "comparison `{name}` in {}: {} × {} runs of {} proposals",
         dir.display(),

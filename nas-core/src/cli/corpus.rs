@@ -2,9 +2,9 @@
 //! JSON-lines corpus with a progress bar, resuming an interrupted file.
 
 use super::check::{read_all, report};
+use crate::corpus::{Outcome, build};
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use crate::corpus::{Outcome, build};
 use nas_dsl::mutate::{Mutator, ValueSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;

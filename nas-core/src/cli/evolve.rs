@@ -4,8 +4,7 @@
 //! bars on a terminal outside CI, one plain line per finished trial always).
 
 use crate::evolve::{
-    Evolve, EvolveError, LOG_FILE, ProposerKind, SearchConfig, SearchObserver, Seconds,
-    parse_count,
+    Evolve, EvolveError, LOG_FILE, ProposerKind, SearchConfig, SearchObserver, Seconds, parse_count,
 };
 use crate::report;
 use crate::store::{TrialRecord, TrialStatus};
@@ -364,7 +363,10 @@ pub(super) fn trial_line(t: &TrialRecord, best: Option<f64>) -> String {
         "trial {:>3} (step {:>3}, {:<7})",
         t.id, t.trial.step, t.trial.proposer
     );
-    let params = t.trial.params.map_or_else(String::new, |p| format!("{} params", thousands(p)));
+    let params = t
+        .trial
+        .params
+        .map_or_else(String::new, |p| format!("{} params", thousands(p)));
     let best = best.map_or_else(String::new, |b| format!(", best {:.2}%", 100.0 * b));
     let stage = if t.trial.stage == crate::store::Stage::Final {
         format!(" final {} epochs", t.trial.epochs)
@@ -388,7 +390,11 @@ pub(super) fn trial_line(t: &TrialRecord, best: Option<f64>) -> String {
         ),
         other => format!(
             "{head}{stage}: {other} ({}), {params}",
-            t.trial.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("")
+            t.trial
+                .error
+                .as_deref()
+                .and_then(|e| e.lines().next())
+                .unwrap_or("")
         ),
     }
 }
@@ -468,7 +474,10 @@ impl SearchObserver for Reporter {
 
 impl Drop for Reporter {
     fn drop(&mut self) {
-        for bar in [self.epoch.take(), self.trials.take()].into_iter().flatten() {
+        for bar in [self.epoch.take(), self.trials.take()]
+            .into_iter()
+            .flatten()
+        {
             bar.finish_and_clear();
         }
     }
@@ -567,7 +576,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("s.toml");
         std::fs::write(&file, "trials = 7\nepochs = 3\n[train]\nbatch = 16\n").unwrap();
-        let a = parse(&["--config", file.to_str().unwrap(), "--epochs", "2", "--max-params", "50k"]);
+        let a = parse(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--max-params",
+            "50k",
+        ]);
         let c = a.config().unwrap();
         assert_eq!((c.trials, c.epochs, c.train.batch), (7, 2, 16));
         assert_eq!(c.max_params, Some(50_000));
@@ -575,9 +591,12 @@ mod tests {
 
     #[test]
     fn unknown_proposer_flag_is_a_clear_error() {
-        let e = Wrap::try_parse_from(["x", "--proposer", "gpt"]).err().unwrap();
+        let e = Wrap::try_parse_from(["x", "--proposer", "gpt"])
+            .err()
+            .unwrap();
         assert!(
-            e.to_string().contains("unknown proposer `gpt`; expected one of"),
+            e.to_string()
+                .contains("unknown proposer `gpt`; expected one of"),
             "{e}"
         );
     }
@@ -585,11 +604,19 @@ mod tests {
     #[test]
     fn resume_accepts_only_budget_changes() {
         let mut c = SearchConfig::default();
-        parse(&["--trials", "30", "--time-budget", "10m"]).adjust(&mut c).unwrap();
+        parse(&["--trials", "30", "--time-budget", "10m"])
+            .adjust(&mut c)
+            .unwrap();
         assert_eq!(c.trials, 30);
         assert_eq!(c.time_budget, Some(Seconds(600.0)));
-        let e = parse(&["--epochs", "3", "--structural"]).adjust(&mut c).unwrap_err();
-        assert!(e.to_string().contains("--epochs, --structural cannot change"), "{e}");
+        let e = parse(&["--epochs", "3", "--structural"])
+            .adjust(&mut c)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--epochs, --structural cannot change"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -605,7 +632,12 @@ mod tests {
                 source: String::new(),
                 hash: String::new(),
                 parent: None,
-                outcome: if status == TrialStatus::Invalid { "duplicate" } else { "ok" }.into(),
+                outcome: if status == TrialStatus::Invalid {
+                    "duplicate"
+                } else {
+                    "ok"
+                }
+                .into(),
                 note: None,
                 params: Some(1234),
                 flops: None,
@@ -627,7 +659,10 @@ mod tests {
             "trial   4 (step   3, mutate ): top-1 50.00%, 1,234 params, 2.0 s, best 60.00%"
         );
         assert_eq!(
-            trial_line(&rec(TrialStatus::Invalid, None, Some("error: same\nmore")), None),
+            trial_line(
+                &rec(TrialStatus::Invalid, None, Some("error: same\nmore")),
+                None
+            ),
             "trial   4 (step   3, mutate ): rejected (duplicate): error: same"
         );
         assert!(

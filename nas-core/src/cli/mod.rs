@@ -4,17 +4,17 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-mod check;
-mod fmt;
-mod summary;
-mod train;
 mod bench;
+mod check;
+mod compare;
 mod corpus;
+mod evolve;
+mod fmt;
 mod mutate;
 mod propose;
-mod evolve;
 mod report;
-mod compare;
+mod summary;
+mod train;
 
 /// LLM-guided neural architecture search over channel configurations.
 #[derive(Debug, Parser)]

@@ -2,11 +2,11 @@
 //! its outcome, and the valid rate — a quick way to see what a model does.
 
 use super::check::{read_all, report};
-use anyhow::{Context as _, bail};
 use crate::propose::{
     self, Budget, Context, LlmConfig, LlmProposer, MutateProposer, OllamaBackend, OpenAiBackend,
     Proposal, Proposer, RandomProposer, Selection, Style, Tally,
 };
+use anyhow::{Context as _, bail};
 use nas_dsl::mutate::{Mutator, ValueSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -230,11 +230,7 @@ fn print_proposal(index: u64, p: &Proposal, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&value)?);
         return Ok(());
     }
-    let rounds: Vec<String> = p
-        .attempts
-        .iter()
-        .map(|a| a.outcome.to_string())
-        .collect();
+    let rounds: Vec<String> = p.attempts.iter().map(|a| a.outcome.to_string()).collect();
     println!(
         "#{index} {} ({}) {:.2} s{}",
         p.outcome(),
@@ -281,11 +277,7 @@ fn print_tally(name: &str, t: &Tally, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::json!({ "summary": value }));
         return Ok(());
     }
-    let outcomes: Vec<String> = t
-        .outcomes
-        .iter()
-        .map(|(o, n)| format!("{o} {n}"))
-        .collect();
+    let outcomes: Vec<String> = t.outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
     println!(
         "{name}: valid {}/{} ({:.0}%), before repair {}/{} ({:.0}%); repaired {}; median {:.2} s per proposal; outcomes: {}",
         t.valid,

@@ -35,10 +35,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&comparison)?);
         } else {
             print!("{}", comparison.table());
-            eprintln!(
-                "report: {}",
-                args.dir.join(report::REPORT_FILE).display()
-            );
+            eprintln!("report: {}", args.dir.join(report::REPORT_FILE).display());
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -48,10 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&board)?);
     } else {
         print!("{}", report::leaderboard_table(&board, args.top));
-        eprintln!(
-            "report: {}",
-            args.dir.join(report::REPORT_FILE).display()
-        );
+        eprintln!("report: {}", args.dir.join(report::REPORT_FILE).display());
     }
     Ok(ExitCode::SUCCESS)
 }

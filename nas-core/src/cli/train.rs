@@ -3,13 +3,13 @@
 //! under CI), and prints the telemetry table or, with `--json`, one JSON object.
 
 use super::check::read_all;
-use anyhow::{Context, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use crate::data::augment::Augment;
 use crate::data::{self, DatasetKind};
 use crate::train::{
     BackendKind, EpochStats, Observer, Outcome, Report, Schedule, Task, TrainConfig, train_on,
 };
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
 use nas_dsl::summary::thousands;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -167,7 +167,15 @@ pub(super) fn table(report: &Report) -> String {
     ));
     out.push_str(&format!(
         "{:>5}  {:>10}  {:>9}  {:>7}  {:>7}  {:>9}  {:>8}  {:>8}  {:>9}\n",
-        "epoch", "train loss", "test loss", "top-1", "top-5", "images/s", "wall s", "lr", "peak RSS"
+        "epoch",
+        "train loss",
+        "test loss",
+        "top-1",
+        "top-5",
+        "images/s",
+        "wall s",
+        "lr",
+        "peak RSS"
     ));
     for e in &report.epochs {
         let rss = e

@@ -33,10 +33,7 @@ impl Augment {
         let (h, w) = (32usize, 32usize);
         let pad = self.pad.min(32) as i32;
         let (dy, dx) = if self.pad > 0 {
-            (
-                rng.random_range(-pad..=pad),
-                rng.random_range(-pad..=pad),
-            )
+            (rng.random_range(-pad..=pad), rng.random_range(-pad..=pad))
         } else {
             (0, 0)
         };
@@ -49,8 +46,7 @@ impl Augment {
                 for x in 0..w {
                     let xx = if flip { w - 1 - x } else { x };
                     let sx = xx as i32 + dx;
-                    dst[y * w + x] = if (0..h as i32).contains(&sy) && (0..w as i32).contains(&sx)
-                    {
+                    dst[y * w + x] = if (0..h as i32).contains(&sy) && (0..w as i32).contains(&sx) {
                         plane[sy as usize * w + sx as usize]
                     } else {
                         0
@@ -197,10 +193,7 @@ mod tests {
     fn flip_only_mirrors_rows() {
         let img = ramp();
         let mut out = vec![0u8; PIXELS];
-        let aug = Augment {
-            pad: 0,
-            flip: true,
-        };
+        let aug = Augment { pad: 0, flip: true };
         let mut rng = Pcg64::seed_from_u64(0);
         let mut flipped = 0;
         for _ in 0..20 {
@@ -218,7 +211,10 @@ mod tests {
     #[test]
     fn crops_shift_with_zero_fill_and_are_seeded() {
         let img = vec![9u8; PIXELS];
-        let aug = Augment { pad: 4, flip: false };
+        let aug = Augment {
+            pad: 4,
+            flip: false,
+        };
         let mut a = vec![0u8; PIXELS];
         let mut b = vec![0u8; PIXELS];
         let mut zeros_seen = false;

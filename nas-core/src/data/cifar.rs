@@ -33,7 +33,12 @@ pub const CIFAR10_FOLDER: &str = "cifar-10-batches-bin";
 pub const CIFAR100_FOLDER: &str = "cifar-100-binary";
 
 /// The directory holding `probe`: `dir` itself or `dir/folder`.
-fn resolve(dataset: &'static str, dir: &Path, folder: &str, probe: &str) -> Result<PathBuf, DataError> {
+fn resolve(
+    dataset: &'static str,
+    dir: &Path,
+    folder: &str,
+    probe: &str,
+) -> Result<PathBuf, DataError> {
     if !dir.is_dir() {
         return Err(DataError::MissingDir {
             dataset,

@@ -39,7 +39,9 @@ pub const NAMES: [&str; CLASSES] = [
 
 fn mix(seed: u64, split: u64, index: u64) -> u64 {
     // SplitMix64 finaliser over the three inputs.
-    let mut z = seed ^ split.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z = seed
+        ^ split.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -179,7 +181,10 @@ mod tests {
         assert_eq!(a.test, b.test);
         assert_eq!(a.train.images.len(), 40 * PIXELS);
         for c in 0..CLASSES {
-            assert_eq!(a.train.labels.iter().filter(|&&l| l as usize == c).count(), 4);
+            assert_eq!(
+                a.train.labels.iter().filter(|&&l| l as usize == c).count(),
+                4
+            );
         }
         assert_ne!(a.train.image(0), a.test.image(0));
         let other = generate(40, 20, DATA_SEED + 1).unwrap();

@@ -300,7 +300,9 @@ impl<B: Backend + Send> Proposer for LlmProposer<B> {
         let (attempt, verdict) = self.attempt(ctx, Round::Initial, first.clone(), seed).await;
         let mut attempts = vec![attempt];
         let verdict = match verdict {
-            Verdict::Rejected(rejection) if self.config.repair && rejection.outcome.repairable() => {
+            Verdict::Rejected(rejection)
+                if self.config.repair && rejection.outcome.repairable() =>
+            {
                 let raw = attempts[0].raw.clone();
                 let fix = prompt::repair(&first, &raw, &rejection);
                 let (attempt, verdict) = self.attempt(ctx, Round::Repair, fix, seed).await;

@@ -211,7 +211,9 @@ impl Proposal {
 
     /// Whether the first attempt was already acceptable.
     pub fn valid_first(&self) -> bool {
-        self.attempts.first().is_some_and(|a| a.outcome == Outcome::Ok)
+        self.attempts
+            .first()
+            .is_some_and(|a| a.outcome == Outcome::Ok)
     }
 
     /// Whether a repair round was sent.

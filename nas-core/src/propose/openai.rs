@@ -219,10 +219,9 @@ impl Backend for OpenAiBackend {
             }
         };
         let v = self.post_json(path, &body).await?;
-        let choice = v
-            .get("choices")
-            .and_then(|c| c.get(0))
-            .ok_or_else(|| BackendError::Malformed(format!("no `choices` in `{}`", snippet(&v.to_string()))))?;
+        let choice = v.get("choices").and_then(|c| c.get(0)).ok_or_else(|| {
+            BackendError::Malformed(format!("no `choices` in `{}`", snippet(&v.to_string())))
+        })?;
         let mut text = choice;
         for key in text_at {
             text = text.get(key).unwrap_or(&Value::Null);

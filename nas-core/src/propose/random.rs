@@ -50,7 +50,9 @@ impl Proposer for RandomProposer {
                 Err(errors) => Verdict::Rejected(Rejection {
                     outcome: Outcome::ShapeError,
                     source: Some(nas_dsl::print(&net)),
-                    diagnostics: format!("error: random widths failed the checker (a bug): {errors}"),
+                    diagnostics: format!(
+                        "error: random widths failed the checker (a bug): {errors}"
+                    ),
                 }),
             },
             Err(e) => Verdict::Rejected(Rejection {

@@ -164,7 +164,8 @@ impl SqliteStore {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
         let conn = Connection::open_with_flags(path, flags).map_err(corrupt)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(corrupt)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(corrupt)?;
         // Reading the schema is the first real access: a file that is not SQLite
         // fails here with "file is not a database".
         let tables: Vec<String> = conn
@@ -499,8 +500,7 @@ impl Store for SqliteStore {
                 })
             })
             .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
     fn recover(&mut self) -> Result<Vec<TrialId>, StoreError> {
@@ -607,8 +607,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = {
             let mut s = SqliteStore::create(dir.path()).unwrap();
-            let a = s.record_proposal(&[], &trial(TrialStatus::Pending)).unwrap();
-            let b = s.record_proposal(&[], &trial(TrialStatus::Pending)).unwrap();
+            let a = s
+                .record_proposal(&[], &trial(TrialStatus::Pending))
+                .unwrap();
+            let b = s
+                .record_proposal(&[], &trial(TrialStatus::Pending))
+                .unwrap();
             s.start_trial(a).unwrap();
             s.finish_trial(a, &done()).unwrap();
             s.start_trial(b).unwrap();
