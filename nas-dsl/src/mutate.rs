@@ -419,10 +419,21 @@ impl Generator {
     }
 
     /// The next distinct mutant.
+    ///
+    /// A parent no operator applies to is passed over; if nothing could be
+    /// mutated at all, that is the error returned.
     pub fn next_mutant(&mut self) -> Result<Mutant, MutateError> {
+        let mut immutable = None;
         for attempt in 0..MAX_STALE {
             let parent = self.parent(attempt % 2 == 1);
-            let m = self.mutator.mutate(&parent, &mut self.rng)?;
+            let m = match self.mutator.mutate(&parent, &mut self.rng) {
+                Ok(m) => m,
+                Err(e @ MutateError::NoMutation { .. }) => {
+                    immutable = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             self.attempts += 1;
             let source = crate::print(m.net.net());
             let digest: [u8; 32] = Sha256::digest(source.as_bytes()).into();
@@ -443,10 +454,13 @@ impl Generator {
                 mutation: m.mutation,
             });
         }
-        Err(MutateError::Exhausted {
-            attempts: MAX_STALE,
-            produced: self.produced,
-        })
+        match immutable {
+            Some(e) if self.attempts == 0 => Err(e),
+            _ => Err(MutateError::Exhausted {
+                attempts: MAX_STALE,
+                produced: self.produced,
+            }),
+        }
     }
 }
 

@@ -405,6 +405,21 @@ fn a_net_without_free_widths_is_a_clear_error() {
         err.to_string().contains("`Fixed` cannot be mutated"),
         "{err}"
     );
+    // The generator says the same, and passes over an immutable seed among others.
+    let err = Generator::new(vec![arch.net().clone()], Mutator::default(), 1)
+        .unwrap()
+        .next_mutant()
+        .unwrap_err();
+    assert!(matches!(err, MutateError::NoMutation { .. }), "{err}");
+    let mut g = Generator::new(
+        vec![arch.net().clone(), tiny_resnet()],
+        Mutator::default(),
+        1,
+    )
+    .unwrap();
+    for _ in 0..20 {
+        assert_eq!(g.next_mutant().unwrap().arch.net().name(), "TinyResNet");
+    }
     // The structural operators still apply.
     let m = Mutator {
         structural: true,
