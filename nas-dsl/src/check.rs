@@ -116,7 +116,7 @@ pub fn check(net: &Net) -> Result<CheckedNet, Errors> {
         ),
         _ => {}
     }
-    cx.errors.extend(cx.names.errors.drain(..));
+    cx.errors.append(&mut cx.names.errors);
     if !cx.errors.is_empty() {
         cx.errors
             .sort_by_key(|d| (d.span.start.line, d.span.start.column));
