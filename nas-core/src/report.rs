@@ -788,6 +788,37 @@ fn write_file(path: &Path, text: &str) -> Result<(), ReportError> {
         })
 }
 
+/// The best network's text: a proposed network's doc comment (inherited from its
+/// seed, and describing the seed's widths) is replaced by where it came from.
+fn best_source(best: &Entry) -> String {
+    if best.step == 0 {
+        return best.source.clone();
+    }
+    match nas_dsl::parse_str(&best.source).map(|f| f.nets.into_iter().next()) {
+        Ok(Some(mut net)) => {
+            let mut docs = vec![format!(
+                " Found by a search: trial {}, proposed by `{}`{}.",
+                best.trial,
+                best.proposer,
+                best.note
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            )];
+            if let (Some(p), Some(f)) = (best.params, best.flops) {
+                docs.push(format!(
+                    " {} parameters, {} multiply-accumulates per image.",
+                    thousands(p),
+                    thousands(f)
+                ));
+            }
+            net.docs = docs;
+            nas_dsl::print(&net)
+        }
+        _ => best.source.clone(),
+    }
+}
+
 /// Writes `report.html` and (when a network trained) `best.nas` into `dir`;
 /// returns the leaderboard.
 pub fn write_run(dir: &Path, run: &RunData) -> Result<Vec<Entry>, ReportError> {
@@ -804,7 +835,7 @@ pub fn write_run(dir: &Path, run: &RunData) -> Result<Vec<Entry>, ReportError> {
             100.0 * accuracy,
             epochs,
             count(best.params),
-            best.source
+            best_source(best)
         );
         write_file(&dir.join(BEST_FILE), &text)?;
     }

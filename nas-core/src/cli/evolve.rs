@@ -57,7 +57,7 @@ pub struct SearchArgs {
     #[arg(long)]
     pub net: Option<String>,
 
-    /// Proposals after the seed network [default: 12].
+    /// Proposals after the seed network [default: 20].
     #[arg(long, value_name = "N")]
     pub trials: Option<u64>,
 
@@ -98,7 +98,7 @@ pub struct SearchArgs {
     pub max_flops: Option<u64>,
 
     /// Widths a class may take: `uniform:MIN..=MAX` or `step:STEP..=MAX`
-    /// [default: step:8..=256].
+    /// [default: step:8..=64].
     #[arg(long, value_name = "SET")]
     pub widths: Option<String>,
 
@@ -286,8 +286,8 @@ impl SearchArgs {
 ///
 /// With no arguments: the embedded synthetic task, the seed network
 /// models/nas/small_cnn.nas, the `ollama` proposer when a server answers at
-/// http://127.0.0.1:11434 (else `mutate`, with a notice), 12 proposals at one epoch
-/// each within 150 s. Everything goes to `runs/<name>/`: nas.db (every proposal and
+/// http://127.0.0.1:11434 (else `mutate`, with a notice), up to 20 proposals at one
+/// epoch each on 2,000 images, proposing for at most 150 s. Everything goes to `runs/<name>/`: nas.db (every proposal and
 /// trial), config.toml (the effective settings), evolve.log, best.nas and
 /// report.html. A killed run continues with `--resume runs/<name>`.
 #[derive(Debug, clap::Args)]

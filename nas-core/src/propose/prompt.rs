@@ -392,12 +392,18 @@ fn completion_text(input: &PromptInput) -> String {
             e.source
         );
     }
+    let limit = match (input.budget.max_params, input.budget.max_flops) {
+        (None, None) => String::new(),
+        _ => format!(
+            " ({})",
+            budget_line(&input.budget)
+                .trim_start_matches("Budget: ")
+                .trim_end_matches('.')
+        ),
+    };
     let _ = write!(
         out,
-        "\n// A new network with different channel widths ({}):\n```nas\n",
-        budget_line(&input.budget)
-            .trim_start_matches("Budget: ")
-            .trim_end_matches('.')
+        "\n// A new network with different channel widths{limit}:\n```nas\n"
     );
     out
 }
