@@ -3,7 +3,7 @@
 /// between them, global average pooling and a linear head (24,458
 /// parameters).
 pub net SmallCnn(input = [3, 32, 32], classes = 10) {
-    conv1: conv(3 -> 17, k = 3, pad = 1);
+    conv1: conv(3 -> 16, k = 3, pad = 1);
     bn;
     relu;
     maxpool(k = 2);

@@ -2,6 +2,10 @@
 //! mutants on disk and on stdout, JSON-lines records, resuming without
 //! duplicates, recovering a truncated last line, and clear errors for bad input.
 
+// clippy.toml allows unwrap inside `#[test]` functions only; the helpers here
+// unwrap too, since a test input that fails to load is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use nas_dsl::mutate::content_hash;
 use serde_json::Value;
 use std::collections::HashSet;

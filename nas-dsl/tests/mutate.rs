@@ -3,6 +3,10 @@
 //! never move, `flatten → linear` scales by `H·W`, seeded output is reproducible
 //! and distinct; over the data files, the model files and random small nets.
 
+// clippy.toml allows unwrap inside `#[test]` functions only; the helpers here
+// unwrap too, since a test input that fails to load is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use nas_dsl::graph::Op;
 use nas_dsl::mutate::{
     Arch, Generator, MutateError, Mutated, Mutation, Mutator, Operator, Port, ValueSet,

@@ -8,7 +8,7 @@
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Distribution, ElementConversion, Tensor};
 use nas_core::runtime::RuntimeNet;
 
 /// Replaces every rank-1 parameter (biases, BatchNorm scale, shift and running
@@ -26,7 +26,7 @@ impl<B: Backend> ModuleMapper<B> for Perturb {
 }
 
 fn max_diff<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> f32 {
-    a.sub(b).abs().max().into_scalar().into()
+    a.sub(b).abs().max().into_scalar().elem()
 }
 
 /// Checks one model on backend `B`; returns its name.

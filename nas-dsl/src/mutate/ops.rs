@@ -403,7 +403,9 @@ mod tests {
             }
         }
         assert_eq!(kernel_options(3, 1, 1), vec![(1, 0), (5, 2), (7, 3)]);
-        assert_eq!(kernel_options(5, 0, 1), vec![]);
+        // Shrinking an unpadded kernel would need negative padding.
+        assert_eq!(kernel_options(5, 0, 1), vec![(7, 1), (9, 2)]);
+        assert_eq!(kernel_options(11, 0, 1), vec![]);
     }
 
     #[test]
