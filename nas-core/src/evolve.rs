@@ -1571,7 +1571,10 @@ impl Evolve {
             train_s = result.train_s,
             "trial ends"
         );
-        obs.trial_finished(&rec, self.best_accuracy());
+        let best = (rec.trial.stage == Stage::Search)
+            .then(|| self.best_accuracy())
+            .flatten();
+        obs.trial_finished(&rec, best);
         Ok(())
     }
 

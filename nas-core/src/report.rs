@@ -356,6 +356,7 @@ pub fn plot_accuracy(trials: &[TrialRecord]) -> Result<String, ReportError> {
         chart
             .configure_mesh()
             .x_desc("proposal step (0 = seed)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("top-1 accuracy")
             .y_label_formatter(&|v| format!("{:.0}%", 100.0 * v))
             .draw()
@@ -570,6 +571,7 @@ pub fn plot_outcomes(
                 }
             })
             .y_desc("proposals")
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .draw()
             .map_err(&err)?;
         for outcome in OUTCOMES {

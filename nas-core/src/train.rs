@@ -625,7 +625,7 @@ mod tests {
         assert!((learning_rate(&c, 0, 100) - 0.04).abs() < 1e-12);
         assert!((learning_rate(&c, 30, 100) - 1.0).abs() < 1e-12);
         let last = learning_rate(&c, 99, 100);
-        assert!(last < 0.01 && last >= 1e-4);
+        assert!((1e-4..0.01).contains(&last), "{last}");
     }
 
     #[test]

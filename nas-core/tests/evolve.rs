@@ -184,7 +184,7 @@ fn a_run_killed_during_a_trial_resumes_without_repeating_finished_trials() {
     let dir = tmp.path().join("killed");
     // Wait until one trial has finished and the next is being trained.
     let deadline = Instant::now() + Duration::from_secs(300);
-    let before = loop {
+    loop {
         assert!(Instant::now() < deadline, "no trial was running in time");
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -196,17 +196,19 @@ fn a_run_killed_during_a_trial_resumes_without_repeating_finished_trials() {
             && trials.iter().any(|t| t.status() == TrialStatus::Done)
             && trials.iter().any(|t| t.status() == TrialStatus::Running)
         {
-            break trials;
+            break;
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    // The state the killed process left (a trial may have ended since the poll).
+    let before = SqliteStore::inspect(&dir).unwrap().trials().unwrap();
+    // Almost always a trial is in flight; the kill may (rarely) fall between two.
     let interrupted = before
         .iter()
         .find(|t| t.status() == TrialStatus::Running)
-        .unwrap()
-        .id;
+        .map(|t| t.id);
     let finished: Vec<_> = before
         .iter()
         .filter(|t| t.status().is_final())
@@ -216,16 +218,20 @@ fn a_run_killed_during_a_trial_resumes_without_repeating_finished_trials() {
     let out = nas(&["evolve", "--resume", dir.to_str().unwrap()]);
     let (_, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("interrupted"), "{stderr}");
+    if interrupted.is_some() {
+        assert!(stderr.contains("interrupted"), "{stderr}");
+    }
 
     let after = SqliteStore::open(&dir).unwrap().trials().unwrap();
     for t in &finished {
         let now = after.iter().find(|a| a.id == t.id).unwrap();
         assert_eq!(now, t, "a finished trial changed on resume");
     }
-    let redone = after.iter().find(|t| t.id == interrupted).unwrap();
-    assert!(redone.status().is_final(), "{redone:#?}");
-    assert_eq!(redone.runs, 2, "the interrupted trial is trained once more");
+    if let Some(id) = interrupted {
+        let redone = after.iter().find(|t| t.id == id).unwrap();
+        assert!(redone.status().is_final(), "{redone:#?}");
+        assert_eq!(redone.runs, 2, "the interrupted trial is trained once more");
+    }
     let search: Vec<_> = after
         .iter()
         .filter(|t| t.trial.stage == Stage::Search)

@@ -2,6 +2,12 @@
 //! and a fresh random width assignment over the seed's width classes; and the
 //! `propose` command line over them (text and JSON output, valid rate).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failure is a test failure"
+)]
+
 use nas_core::propose::{
     Budget, Context, MutateProposer, Outcome, Proposer, RandomProposer, Selection, Tally, Telemetry,
 };

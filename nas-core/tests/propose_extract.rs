@@ -2,6 +2,12 @@
 //! blocks, prose, truncated, garbage, empty, other languages, wrong task), and the
 //! repair flow of the LLM proposer over a scripted backend (no server).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failure is a test failure"
+)]
+
 use nas_core::propose::extract;
 use nas_core::propose::llm::{Backend, BackendError, Reply, Request};
 use nas_core::propose::prompt::{Prompt, Role};

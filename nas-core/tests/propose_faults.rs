@@ -4,6 +4,12 @@
 //! clear error (at start) or a recorded `timeout`/`server_error` attempt (later),
 //! after the configured retries; nothing panics or hangs.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failure is a test failure"
+)]
+
 use nas_core::propose::{
     Budget, Context, LlmConfig, LlmProposer, OllamaBackend, OpenAiBackend, Outcome, ProposeError,
     Proposer, Style,

@@ -12,6 +12,12 @@
 //! repair path runs, no server failure, nothing panics. Whether the proposals are
 //! good is not asserted.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failure is a test failure"
+)]
+
 use nas_core::propose::{
     Budget, Context, LlmConfig, LlmProposer, OllamaBackend, OpenAiBackend, Outcome, Proposal,
     ProposeError, Proposer, Round, Style, identity,
@@ -43,7 +49,7 @@ fn config(url: &str, style: Style) -> LlmConfig {
         style,
         temperature: 0.0,
         seed: 42,
-        max_tokens: 320,
+        max_tokens: 192,
         timeout: Duration::from_secs(180),
         retries: 1,
         backoff: Duration::from_millis(500),

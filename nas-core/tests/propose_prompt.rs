@@ -2,6 +2,12 @@
 //! for a residual seed with trained history and a budget, the fallback to
 //! untrained mutants as examples, and both repair prompts.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failure is a test failure"
+)]
+
 use nas_core::propose::prompt::{self, Prompt, PromptInput};
 use nas_core::propose::{Budget, Context, Outcome, Rejection, Style, Telemetry};
 use nas_dsl::mutate::{Arch, Generator, Mutator, ValueSet};

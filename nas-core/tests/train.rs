@@ -3,6 +3,8 @@
 //! seed, an absurd learning rate ends the run as `diverged`, and nets that do not
 //! fit the task are refused.
 
+#![allow(clippy::unwrap_used, reason = "test helpers: a failure is a test failure")]
+
 use burn::backend::{Autodiff, Flex};
 use nas_core::data::augment::Augment;
 use nas_core::data::{Dataset, PIXELS, Split, synthetic};

@@ -1,5 +1,9 @@
 //! Mutator throughput: valid (re-checked), deduplicated mutants per second from
-//! one seed net, on one core, for TinyResNet and an AlexNet-style net.
+//! one seed net, on one core, for TinyResNet and an AlexNet-style net; and what
+//! each step of one mutant costs.
+
+// `criterion_group!` defines an undocumented public function.
+#![allow(missing_docs)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nas_dsl::mutate::{Arch, Generator, Mutator, WidthClasses, content_hash};

@@ -5,7 +5,7 @@
 
 // clippy.toml allows unwrap inside `#[test]` functions only; the helpers here
 // unwrap too, since a test input that fails to load is a failed test.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use nas_dsl::graph::Op;
 use nas_dsl::mutate::{
@@ -298,11 +298,11 @@ fn alexnet_last_conv_updates_the_classifier_by_h_w() {
             .unwrap()
             .unwrap();
         assert_valid_mutant(&arch, &m, &set);
-        if let Mutation::SetClass { class, to, .. } = m.mutation {
-            if class == last.id {
-                hits += 1;
-                assert_eq!(conv_widths(&m.net, "fc1").0, to * 2 * 2);
-            }
+        if let Mutation::SetClass { class, to, .. } = m.mutation
+            && class == last.id
+        {
+            hits += 1;
+            assert_eq!(conv_widths(&m.net, "fc1").0, to * 2 * 2);
         }
     }
     assert!(hits > 0, "200 draws never picked the last conv");
