@@ -3,6 +3,8 @@
 //! `models/nas/*.nas` equal to the macro's canonical `SOURCE` (regenerate them
 //! with `NAS_BLESS=1 cargo test -p models`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
 use burn::backend::Flex;
 use burn::backend::flex::FlexDevice;
 use burn::module::Module;

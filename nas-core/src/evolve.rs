@@ -1065,7 +1065,7 @@ impl Evolve {
             ));
         }
         Ok(Evolve {
-            rng: seed_rng(session_seed(cfg.seed, steps) ^ 0x7041_5E1E_C7),
+            rng: seed_rng(session_seed(cfg.seed, steps) ^ 0x0070_415E_1EC7),
             cfg,
             resolved,
             dir,
@@ -1635,6 +1635,7 @@ pub fn load_run(dir: &Path) -> Result<RunData, EvolveError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)] // each test varies one field of the default
 mod tests {
     use super::*;
 

@@ -253,6 +253,7 @@ pub fn delta_magnitude(d: f64) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(clippy::approx_constant)] // published sample data, not a constant
 mod tests {
     use super::*;
 

@@ -2,7 +2,10 @@
 //! temporary directory: valid sets, nested folders, truncated files, out-of-range
 //! labels, empty and missing files and directories, each error message checked.
 
-#![allow(clippy::unwrap_used, reason = "test helpers: a failure is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure is a test failure"
+)]
 
 use nas_core::data::cifar::{
     CIFAR10_FOLDER, CIFAR10_RECORD, CIFAR10_TEST, CIFAR10_TRAIN, CIFAR100_FOLDER, CIFAR100_RECORD,

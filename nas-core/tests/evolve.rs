@@ -5,6 +5,8 @@
 //! when `NAS_LLM_URL` points at a live Ollama-protocol server, a 2-trial search
 //! with the `ollama` proposer records its proposals.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
 use nas_core::store::{SqliteStore, Stage, Store, TrialStatus};
 use scraper::{Html, Selector};
 use std::collections::HashSet;

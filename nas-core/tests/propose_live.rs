@@ -14,6 +14,7 @@
 
 #![allow(
     clippy::unwrap_used,
+    clippy::expect_used,
     clippy::panic,
     reason = "test helpers: a failure is a test failure"
 )]

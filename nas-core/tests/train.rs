@@ -3,7 +3,10 @@
 //! seed, an absurd learning rate ends the run as `diverged`, and nets that do not
 //! fit the task are refused.
 
-#![allow(clippy::unwrap_used, reason = "test helpers: a failure is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure is a test failure"
+)]
 
 use burn::backend::{Autodiff, Flex};
 use nas_core::data::augment::Augment;

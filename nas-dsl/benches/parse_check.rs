@@ -1,6 +1,9 @@
 //! Parse+check time of a generated 100-layer network and of every model's `.nas`
 //! file (goal: under 1 ms for 100 layers).
 
+// `criterion_group!` defines an undocumented public function.
+#![allow(missing_docs)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 

@@ -66,6 +66,10 @@ pub struct Stmt {
 
 /// A layer or a block.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "layers dominate every net; boxing them adds an allocation per layer to each mutant clone"
+)]
 pub enum Node {
     /// A single layer.
     Layer(Layer),
@@ -85,6 +89,10 @@ pub enum Node {
 
 /// A layer of the language.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "conv is the common layer; boxing it adds an allocation per conv to each mutant clone"
+)]
 pub enum Layer {
     /// 2-D convolution.
     Conv(Conv),

@@ -28,6 +28,10 @@ pub enum GraphNode {
 
 /// What a statement does, as recorded in the checked table.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one op per statement, stored in a Vec; layers are the common case"
+)]
 pub enum Op {
     /// A layer.
     Layer(Layer),

@@ -2,6 +2,8 @@
 //! is snapshotted. Valid files snapshot their canonical text and summary tables;
 //! `err_*.nas` files must fail and snapshot their rendered diagnostics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
 use nas_dsl::{check_str, diag, parse_str, print, print_file, summary};
 use std::path::Path;
 

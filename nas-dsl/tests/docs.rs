@@ -1,6 +1,8 @@
 //! The project's language reference (`docs/DSL.md`) stays in step with the parser:
 //! every fenced `nas` block in it must parse, check and survive a print round trip.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
 use nas_dsl::{check_str, diag, parse_str, print_file};
 
 #[test]

@@ -2,6 +2,8 @@
 //! canonical printer round-trips (`parse(print(n)) == n`, spans ignored). Also:
 //! no input, however malformed, makes the parser or checker panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
 use nas_dsl::{check_str, parse_str, print};
 use proptest::prelude::*;
 

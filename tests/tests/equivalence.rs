@@ -5,6 +5,8 @@
 //! 1e-5 — in inference mode and in training mode (batch statistics, dropout masks
 //! from the same backend seed).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;

@@ -76,9 +76,12 @@ pub fn is_comparison(dir: &Path) -> bool {
     dir.join(COMPARE_FILE).is_file()
 }
 
+/// A proposer's name and its runs (directory, loaded data).
+type Group = (String, Vec<(PathBuf, RunData)>);
+
 /// Loads every run of a comparison, grouped by proposer in the recorded order.
-fn load(dir: &Path, record: &Record) -> anyhow::Result<Vec<(String, Vec<(PathBuf, RunData)>)>> {
-    let mut groups: Vec<(String, Vec<(PathBuf, RunData)>)> = record
+fn load(dir: &Path, record: &Record) -> anyhow::Result<Vec<Group>> {
+    let mut groups: Vec<Group> = record
         .proposers
         .iter()
         .map(|p| (p.clone(), Vec::new()))
