@@ -2,7 +2,7 @@
 //! canonical printer and the macro's code generation.
 //!
 //! One checker serves the `network!` macro, the command line, the mutator and the
-//! LLM loop: text or tokens go through [`parse`], then [`check`], and every later
+//! LLM loop: text or tokens go through [`parse`], then [`check()`], and every later
 //! stage works from the resulting [`CheckedNet`].
 
 pub mod ast;

@@ -2,7 +2,7 @@
 //! by canonical text and a seeded generator of distinct mutants.
 //!
 //! Every mutant leaves this module re-checked: operators rewrite the syntax tree
-//! so that shapes stay consistent by construction, and [`crate::check`] proves it.
+//! so that shapes stay consistent by construction, and [`crate::check()`] proves it.
 //! A mutant that fails the checker is reported as [`MutateError::Invalid`] (a bug
 //! in the mutator), never skipped. The same seed gives the same mutants.
 
