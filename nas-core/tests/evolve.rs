@@ -416,6 +416,10 @@ fn a_two_trial_search_with_the_live_model_records_its_proposals() {
     let url = match std::env::var("NAS_LLM_URL") {
         Ok(u) if !u.trim().is_empty() => u,
         _ => {
+            assert!(
+                std::env::var_os("NAS_REQUIRE_LLM").is_none(),
+                "NAS_REQUIRE_LLM is set (as .ci/run sets it) but NAS_LLM_URL is not: the live-model test must run"
+            );
             eprintln!(
                 "\n*** SKIPPED: NAS_LLM_URL is not set, so the live-model evolve test did not run. ***\n\
                  *** Start the local server with `scripts/local-llm.sh start` and set             ***\n\

@@ -4,7 +4,8 @@
 //! `scripts/local-llm.sh start`; selected by `NAS_LLM_URL` (Ollama, e.g.
 //! http://127.0.0.1:11434) and `NAS_OPENAI_URL` (e.g. http://127.0.0.1:8080);
 //! `NAS_LLM_MODEL` names the model (default `gemma3:270m`). Without them every
-//! test prints a loud SKIPPED line and passes.
+//! test prints a loud SKIPPED line and passes, unless `NAS_REQUIRE_LLM` is set (as
+//! `.ci/run` does), where a missing server fails the test.
 //!
 //! Temperature 0 and a fixed seed. Only what a 270M base model can honestly
 //! deliver is asserted: every attempt gets a recorded outcome that an independent
@@ -31,6 +32,10 @@ fn env_url(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
+            assert!(
+                std::env::var_os("NAS_REQUIRE_LLM").is_none(),
+                "NAS_REQUIRE_LLM is set (as .ci/run sets it) but {var} is not: the live-model test must run"
+            );
             eprintln!(
                 "\n*** SKIPPED: {var} is not set, so this live-model test did not run. ***\n\
                  *** Start the local server with `scripts/local-llm.sh start` and set   ***\n\
