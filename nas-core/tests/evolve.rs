@@ -151,6 +151,51 @@ fn a_tiny_search_writes_its_database_best_net_and_report() {
             .unwrap()
             .contains("net SmallCnn")
     );
+
+    // The run's finished trials are results for `corpus pairs`.
+    let corpus = tmp.path().join("corpus.jsonl");
+    let out = nas(&[
+        "corpus",
+        "--from",
+        "../models/nas/small_cnn.nas",
+        "--n",
+        "3",
+        "--out",
+        corpus.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let pairs = tmp.path().join("pairs.jsonl");
+    let out = nas(&[
+        "corpus",
+        "pairs",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--results",
+        dir.to_str().unwrap(),
+        "--out",
+        pairs.to_str().unwrap(),
+    ]);
+    let accuracies: HashSet<u64> = search
+        .iter()
+        .filter_map(|t| t.accuracy.map(f64::to_bits))
+        .collect();
+    if accuracies.len() > 1 {
+        assert!(out.status.success(), "{}", text(&out).1);
+        let first = std::fs::read_to_string(&pairs).unwrap();
+        let line: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+        assert!(
+            line["messages"][2]["content"]
+                .as_str()
+                .unwrap()
+                .contains("net SmallCnn")
+        );
+    } else {
+        assert!(
+            text(&out).1.contains("none better than another"),
+            "{}",
+            text(&out).1
+        );
+    }
 }
 
 #[test]

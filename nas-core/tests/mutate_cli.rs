@@ -395,3 +395,145 @@ fn bad_input_is_a_clear_error() {
     assert!(!run.status.success());
     assert!(stderr(&run).contains("looks exhausted"), "{}", stderr(&run));
 }
+
+/// `corpus pairs`: a corpus joined with measured results (here a JSON-lines file
+/// whose accuracy grows with the total width, so "better" is known) gives chat
+/// lines whose assistant answer is a better network of the same fidelity, chosen
+/// among the mutation neighbours where one is better; bad results are clear errors.
+#[test]
+fn corpus_pairs_answer_each_network_with_a_better_neighbour() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.nas", SEED_A);
+    let corpus = dir.path().join("corpus.jsonl");
+    let run = nas(&[
+        "corpus",
+        "--from",
+        s(&a),
+        "--n",
+        "12",
+        "--seed",
+        "5",
+        "--out",
+        s(&corpus),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let records = lines(&corpus);
+    // Accuracy: a strictly increasing function of the parameter count.
+    let max = records
+        .iter()
+        .map(|r| r["params"].as_u64().unwrap())
+        .max()
+        .unwrap() as f64;
+    let mut results = String::new();
+    for r in &records {
+        let acc = r["params"].as_u64().unwrap() as f64 / max * 0.9;
+        results.push_str(&format!(
+            "{{\"hash\": \"{}\", \"accuracy\": {acc}, \"epochs\": 2}}\n",
+            r["hash"].as_str().unwrap()
+        ));
+    }
+    let res = write(dir.path(), "results.jsonl", &results);
+    let out = dir.path().join("pairs.jsonl");
+    let run = nas(&[
+        "corpus",
+        "pairs",
+        "--corpus",
+        s(&corpus),
+        "--results",
+        s(&res),
+        "--out",
+        s(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let pairs = lines(&out);
+    // Every network but the best (unique params here, or ties) is a worse side.
+    assert!(pairs.len() >= 10, "{}", pairs.len());
+    let by_source: std::collections::HashMap<String, &Value> = records
+        .iter()
+        .map(|r| (r["source"].as_str().unwrap().trim_end().to_string(), r))
+        .collect();
+    let mut neighbours = 0;
+    for p in &pairs {
+        let m = p["messages"].as_array().unwrap();
+        assert_eq!(
+            m.iter()
+                .map(|x| x["role"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["system", "user", "assistant"]
+        );
+        let answer = m[2]["content"].as_str().unwrap();
+        let better = answer
+            .strip_prefix("```nas\n")
+            .and_then(|t| t.strip_suffix("\n```"))
+            .unwrap();
+        let better_rec = by_source[better];
+        let user = m[1]["content"].as_str().unwrap();
+        assert!(user.contains("2 epochs"), "{user}");
+        let worse_acc = p["meta"]["worse_accuracy"].as_f64().unwrap();
+        let better_acc = p["meta"]["better_accuracy"].as_f64().unwrap();
+        assert!(better_acc > worse_acc);
+        assert!(better_rec["params"].as_u64().unwrap() as f64 / max * 0.9 > worse_acc);
+        if p["meta"]["choice"] == "neighbour" {
+            neighbours += 1;
+        }
+    }
+    assert!(neighbours > 0, "no pair used a mutation neighbour");
+
+    let bad = write(
+        dir.path(),
+        "bad.jsonl",
+        &format!(
+            "{{\"hash\": \"{}\", \"accuracy\": 1.5}}\n",
+            records[0]["hash"].as_str().unwrap()
+        ),
+    );
+    let run = nas(&[
+        "corpus",
+        "pairs",
+        "--corpus",
+        s(&corpus),
+        "--results",
+        s(&bad),
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        stderr(&run).contains("line 1: accuracy 1.5 is not in [0, 1]"),
+        "{}",
+        stderr(&run)
+    );
+    let unknown = write(
+        dir.path(),
+        "unknown.jsonl",
+        "{\"hash\": \"abc\", \"accuracy\": 0.5}\n",
+    );
+    let run = nas(&[
+        "corpus",
+        "pairs",
+        "--corpus",
+        s(&corpus),
+        "--results",
+        s(&unknown),
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        stderr(&run).contains("hash abc is not in the corpus"),
+        "{}",
+        stderr(&run)
+    );
+    let missing = dir.path().join("nope");
+    let run = nas(&[
+        "corpus",
+        "pairs",
+        "--corpus",
+        s(&corpus),
+        "--results",
+        s(&missing),
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(stderr(&run).contains("nope"), "{}", stderr(&run));
+}

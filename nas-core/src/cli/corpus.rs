@@ -18,15 +18,22 @@ use std::process::ExitCode;
 /// was done, its size and its width classes. Appending is safe to interrupt: a
 /// rerun with the same output drops a trailing partial line, skips what is
 /// already there and continues until the file holds N records.
+///
+/// `corpus pairs` turns evaluated networks into fine-tuning pairs instead.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    /// `pairs`: fine-tuning pairs from a corpus and measured results.
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+
     /// The seed networks (`.nas` files; every net in them is a seed).
     #[arg(long = "from", required = true, num_args = 1.., value_name = "FILE.nas")]
     pub from: Vec<PathBuf>,
 
     /// How many records the corpus should hold in total.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub n: u64,
+    #[arg(long, required = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub n: Option<u64>,
 
     /// The random seed.
     #[arg(long, default_value_t = 0)]
@@ -42,8 +49,86 @@ pub struct Args {
     pub structural: bool,
 
     /// The corpus file (created, or appended to).
+    #[arg(long, required = true, value_name = "corpus.jsonl")]
+    pub out: Option<PathBuf>,
+}
+
+/// The subcommands of `corpus`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Sub {
+    /// Chat-format fine-tuning pairs: each evaluated network (user: its source,
+    /// telemetry and the instruction) answered by a better one (assistant).
+    ///
+    /// The better network is the best better one among the worse one's mutation
+    /// neighbours (parent, children, siblings, from the corpus and the runs), and
+    /// only where none is better, a better one drawn at random (seeded).
+    /// Accuracies are compared only at the same number of epochs.
+    Pairs(PairsArgs),
+}
+
+/// Arguments of `corpus pairs`.
+#[derive(Debug, clap::Args)]
+pub struct PairsArgs {
+    /// The corpus (`nas-core corpus --out …`).
     #[arg(long, value_name = "corpus.jsonl")]
+    pub corpus: PathBuf,
+
+    /// Measured results: run directories of `nas-core evolve` (their finished
+    /// trials), or JSON-lines files of `{"source" | "hash", "accuracy", "loss"?,
+    /// "epochs"?}` (`hash`: a corpus record's).
+    #[arg(long, required = true, num_args = 1.., value_name = "RESULTS")]
+    pub results: Vec<PathBuf>,
+
+    /// The pairs file to write (replaced).
+    #[arg(long, value_name = "pairs.jsonl")]
     pub out: PathBuf,
+
+    /// The random seed for the pairs without a better neighbour.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Runs `corpus pairs`.
+fn run_pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let corpus = crate::pairs::Corpus::read(&args.corpus)?;
+    let mut results = Vec::new();
+    for path in &args.results {
+        results.extend(crate::pairs::read_results(path, &corpus)?);
+    }
+    let measured = results.len();
+    let pairs = crate::pairs::make_pairs(results, args.seed);
+    if pairs.is_empty() {
+        bail!(
+            "no pairs: {measured} measured networks, none better than another at the same epochs"
+        );
+    }
+    let mut text = String::new();
+    for p in &pairs {
+        text.push_str(&serde_json::to_string(&crate::pairs::to_chat(p))?);
+        text.push('\n');
+    }
+    let tmp = args.out.with_extension("jsonl.part");
+    let mut file = std::fs::File::create(&tmp)
+        .with_context(|| format!("cannot create `{}`", tmp.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, &args.out)
+        .with_context(|| format!("cannot write `{}`", args.out.display()))?;
+    let neighbours = pairs
+        .iter()
+        .filter(|p| p.choice == crate::pairs::Choice::Neighbour)
+        .count();
+    eprintln!(
+        "wrote {} pairs to `{}` from {measured} measured networks ({} corpus records): {neighbours} with a better mutation neighbour, {} with a random better network",
+        pairs.len(),
+        args.out.display(),
+        corpus.len(),
+        pairs.len() - neighbours
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Whether to draw a progress bar: only for a person watching a terminal.
@@ -67,6 +152,12 @@ fn progress_bar(n: u64) -> ProgressBar {
 
 /// Runs `corpus`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(Sub::Pairs(p)) = args.command {
+        return run_pairs(p);
+    }
+    let (Some(n), Some(out)) = (args.n, args.out) else {
+        bail!("`corpus` needs --n and --out");
+    };
     let sources = read_all(&args.from)?;
     let mut seeds = Vec::new();
     let mut failed = Vec::new();
@@ -86,9 +177,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         widths: args.widths,
         structural: args.structural,
     };
-    let n = usize::try_from(args.n).unwrap_or(usize::MAX);
-    let bar = progress_bar(args.n);
-    let outcome = build(seeds, &args.out, n, args.seed, mutator, |done| {
+    let total = n;
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    let bar = progress_bar(total);
+    let outcome = build(seeds, &out, n, args.seed, mutator, |done| {
         bar.set_position(done as u64);
     });
     bar.finish_and_clear();
@@ -102,7 +194,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     eprintln!(
         "wrote {written} records to `{}` ({} in total, {existing} already there)",
-        args.out.display(),
+        out.display(),
         existing + written
     );
     Ok(ExitCode::SUCCESS)
