@@ -261,8 +261,8 @@ pub struct Pair {
 /// Several measurements of one architecture at one fidelity are averaged.
 pub fn make_pairs(results: Vec<Evaluated>, seed: u64) -> Vec<Pair> {
     // fidelity → identity → (first record, accuracy sum, count)
-    let mut groups: BTreeMap<Option<u32>, BTreeMap<String, (Evaluated, f64, u32)>> =
-        BTreeMap::new();
+    type Measured = BTreeMap<String, (Evaluated, f64, u32)>;
+    let mut groups: BTreeMap<Option<u32>, Measured> = BTreeMap::new();
     for r in results {
         let slot = groups
             .entry(r.epochs)
