@@ -548,6 +548,9 @@ pub enum BackendKind {
     Flex,
     /// Burn's CUDA backend (needs nas-core built with `--features cuda`).
     Cuda,
+    /// Burn's LibTorch backend on the CPU (needs `--features tch` and a libtorch,
+    /// e.g. the one inside a PyTorch wheel with `LIBTORCH_USE_PYTORCH=1`).
+    Tch,
 }
 
 /// The error for a backend this build does not include.
@@ -555,6 +558,7 @@ pub fn backend_unavailable(kind: BackendKind) -> TrainError {
     let name = match kind {
         BackendKind::Flex => "flex",
         BackendKind::Cuda => "cuda",
+        BackendKind::Tch => "tch",
     };
     TrainError::Config(format!(
         "this nas-core was built without the `{name}` backend; rebuild with `cargo build --release --features {name}`"
@@ -587,6 +591,16 @@ pub fn train_on(
         ),
         #[cfg(not(feature = "cuda"))]
         BackendKind::Cuda => Err(backend_unavailable(backend)),
+        #[cfg(feature = "tch")]
+        BackendKind::Tch => train::<burn::backend::Autodiff<burn::backend::LibTorch>>(
+            net,
+            task,
+            cfg,
+            &Default::default(),
+            observer,
+        ),
+        #[cfg(not(feature = "tch"))]
+        BackendKind::Tch => Err(backend_unavailable(backend)),
     }
 }
 

@@ -223,6 +223,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         #[cfg(not(feature = "cuda"))]
         BackendKind::Cuda => return Err(backend_unavailable(args.backend).into()),
+        #[cfg(feature = "tch")]
+        BackendKind::Tch => bench::<burn::backend::Autodiff<burn::backend::LibTorch>>(
+            &net,
+            &args,
+            &Default::default(),
+        )?,
+        #[cfg(not(feature = "tch"))]
+        BackendKind::Tch => return Err(backend_unavailable(args.backend).into()),
     };
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
