@@ -142,7 +142,7 @@ pub struct SearchArgs {
     #[arg(long, value_name = "S")]
     pub train_seed: Option<u64>,
 
-    /// The Burn backend: flex or cuda [default: flex].
+    /// The Burn backend: flex, cuda or tch (each but flex needs its cargo feature) [default: flex].
     #[arg(long)]
     pub backend: Option<String>,
 
