@@ -1,0 +1,3 @@
+//! Empty: this crate only needs `[build-dependencies]` for feature unification.
+
+fn main() {}
