@@ -414,6 +414,9 @@ fn row_stats(row: &[f32], label: usize) -> (f64, usize) {
     (loss, rank)
 }
 
+/// Serialises training runs within a process (see [`train`]).
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Trains `net` on `task` with `cfg` on `device` (an autodiff backend) and reports.
 pub fn train<B: AutodiffBackend>(
     net: &CheckedNet,
@@ -424,6 +427,12 @@ pub fn train<B: AutodiffBackend>(
 ) -> Result<Report, TrainError> {
     cfg.validate()?;
     check_fit(net, task)?;
+    // The backend's random generator (weights, dropout masks) is global to the
+    // process: two runs at once would interleave its draws and neither would be
+    // reproducible. Runs in one process therefore take turns (each uses every core).
+    let _turn = BACKEND_RNG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let start = Instant::now();
     B::seed(device, cfg.seed);
     let mut model = RuntimeNet::<B>::new(net, device);
