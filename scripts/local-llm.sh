@@ -140,14 +140,14 @@ start_servers() {
         log "starting llama-server on 127.0.0.1:$LLAMA_PORT"
         nohup "$SERVER_BIN" -m "$MODEL_FILE" --host 127.0.0.1 --port "$LLAMA_PORT" -c 4096 -np 1 \
             -t "${NAS_LLM_THREADS:-1}" --no-jinja --chat-template gemma --no-webui \
-            >"$RUN/llama-server.log" 2>&1 </dev/null &
+            >"$RUN/llama-server.log" 2>&1 </dev/null 9>&- &
         echo $! >"$RUN/llama-server.pid"
     fi
     if ! alive "$RUN/adapter.pid"; then
         log "starting the Ollama adapter on 127.0.0.1:$OLLAMA_PORT (model $MODEL_NAME)"
         nohup "$PY" "$HERE/ollama_adapter.py" --host 127.0.0.1 --port "$OLLAMA_PORT" \
             --upstream "http://127.0.0.1:$LLAMA_PORT" --model "$MODEL_NAME" \
-            --model-file "$MODEL_FILE" >"$RUN/adapter.log" 2>&1 </dev/null &
+            --model-file "$MODEL_FILE" >"$RUN/adapter.log" 2>&1 </dev/null 9>&- &
         echo $! >"$RUN/adapter.pid"
     fi
     wait_healthy 120 || { tail -20 "$RUN/llama-server.log" "$RUN/adapter.log" >&2; return 1; }
@@ -199,7 +199,7 @@ case "$cmd" in
     start)
         mkdir -p "$CACHE"
         # One start at a time: a second concurrent start waits for the first, then finds
-        # everything built and running.
+        # everything built and running. The servers do not inherit the lock (9>&- above).
         exec 9>"$CACHE/.start.lock"
         flock 9
         install_model
