@@ -89,10 +89,6 @@ pub enum Node {
 
 /// A layer of the language.
 #[derive(Clone, Debug, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "conv is the common layer; boxing it adds an allocation per conv to each mutant clone"
-)]
 pub enum Layer {
     /// 2-D convolution.
     Conv(Conv),

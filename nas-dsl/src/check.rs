@@ -81,19 +81,39 @@ pub fn check_file(file: &File) -> Result<Vec<CheckedNet>, Errors> {
 /// Checks one net: its names, every layer's input against what reaches it, and
 /// its final shape against `classes`.
 pub fn check(net: &Net) -> Result<CheckedNet, Errors> {
+    let (input, output, layers, graph) = check_parts(net)?;
+    Ok(CheckedNet::new(net.clone(), input, output, layers, graph))
+}
+
+/// [`check()`] for a net the caller no longer needs: the checked net keeps it
+/// instead of a copy (the mutator's path, where every mutant is checked).
+pub fn check_owned(net: Net) -> Result<CheckedNet, Box<(Net, Errors)>> {
+    match check_parts(&net) {
+        Ok((input, output, layers, graph)) => {
+            Ok(CheckedNet::new(net, input, output, layers, graph))
+        }
+        Err(errors) => Err(Box::new((net, errors))),
+    }
+}
+
+type Parts = (Shape, Shape, Vec<LayerInfo>, crate::graph::Graph);
+
+fn check_parts(net: &Net) -> Result<Parts, Errors> {
+    let names = Names::new(net);
+    let statements = names.generated.len();
     let mut cx = Checker {
         errors: Vec::new(),
-        layers: Vec::new(),
-        graph: GraphBuilder::default(),
-        names: Names::new(net),
+        layers: Vec::with_capacity(statements),
+        graph: GraphBuilder::with_capacity(statements + 2),
+        names,
     };
     let input = input_shape(net);
     let input_node = cx.graph.add(GraphNode::Input);
     let flow = Flow {
         shape: input,
-        origin: "input".into(),
+        origin: Origin::Input,
         origin_span: net.input.span,
-        detail: String::new(),
+        flat: None,
         node: input_node,
     };
     let out = cx.block(&net.body, flow, 0);
@@ -101,19 +121,19 @@ pub fn check(net: &Net) -> Result<CheckedNet, Errors> {
     cx.graph.edge(out.node, output_node);
     match out.shape {
         Some(Shape::Flat(n)) if n == net.classes.value => {}
-        Some(shape) if net.classes.value > 0 => cx.errors.push(
-            Diagnostic::new(
-                ErrorKind::Classes {
-                    shape: shape.to_string(),
-                    classes: net.classes.value,
-                },
-                net.classes.span,
+        Some(shape) if net.classes.value > 0 => {
+            let origin = cx.origin_name(out.origin);
+            cx.errors.push(
+                Diagnostic::new(
+                    ErrorKind::Classes {
+                        shape: shape.to_string(),
+                        classes: net.classes.value,
+                    },
+                    net.classes.span,
+                )
+                .with_note(out.origin_span, format!("`{origin}` produces {shape}")),
             )
-            .with_note(
-                out.origin_span,
-                format!("`{}` produces {shape}", out.origin),
-            ),
-        ),
+        }
         _ => {}
     }
     cx.errors.append(&mut cx.names.errors);
@@ -130,13 +150,7 @@ pub fn check(net: &Net) -> Result<CheckedNet, Errors> {
             net.input.span,
         )]));
     };
-    Ok(CheckedNet::new(
-        net.clone(),
-        input,
-        output,
-        cx.layers,
-        cx.graph.finish(),
-    ))
+    Ok((input, output, cx.layers, cx.graph.finish()))
 }
 
 fn input_shape(net: &Net) -> Option<Shape> {
@@ -149,13 +163,21 @@ fn input_shape(net: &Net) -> Option<Shape> {
 
 /// What reaches a layer: its shape (unknown after an error that leaves nothing to
 /// reason from), the layer that set its width, and the graph node producing it.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct Flow {
     shape: Option<Shape>,
-    origin: String,
+    origin: Origin,
     origin_span: Span,
-    detail: String,
+    /// Set after a `flatten`: the `C·H·W` it multiplied.
+    flat: Option<(u64, u64, u64)>,
     node: NodeId,
+}
+
+/// The statement that set a flow's width: the input, or a row of the table.
+#[derive(Clone, Copy)]
+enum Origin {
+    Input,
+    Row(usize),
 }
 
 /// Assigns every statement a unique name: the written one, or `{keyword}{index}`
@@ -168,39 +190,67 @@ struct Names {
 
 impl Names {
     fn new(net: &Net) -> Names {
-        let mut explicit: HashMap<String, Span> = HashMap::new();
         let mut errors = Vec::new();
         let mut all: Vec<&Stmt> = Vec::new();
         visit(&net.body, &mut |s| all.push(s));
+        // Written names, first use kept: a list while short (the common case, and
+        // faster than hashing), a map beyond that.
+        let mut written: Vec<(&str, Span)> = Vec::new();
+        let mut map: HashMap<&str, Span> = HashMap::new();
         for s in &all {
-            if let Some(name) = &s.name {
-                if let Some(first) = explicit.get(&name.text) {
-                    errors.push(
-                        Diagnostic::new(
-                            ErrorKind::DuplicateName {
-                                name: name.text.clone(),
-                            },
-                            name.span,
-                        )
-                        .with_note(*first, "first used here"),
-                    );
-                } else {
-                    explicit.insert(name.text.clone(), name.span);
+            let Some(name) = &s.name else { continue };
+            let first = if written.len() < 32 {
+                written
+                    .iter()
+                    .find(|(t, _)| *t == name.text)
+                    .map(|(_, sp)| *sp)
+            } else {
+                if map.is_empty() {
+                    map.extend(written.iter().copied());
+                }
+                map.get(name.text.as_str()).copied()
+            };
+            match first {
+                Some(first) => errors.push(
+                    Diagnostic::new(
+                        ErrorKind::DuplicateName {
+                            name: name.text.clone(),
+                        },
+                        name.span,
+                    )
+                    .with_note(first, "first used here"),
+                ),
+                None => {
+                    written.push((&name.text, name.span));
+                    if !map.is_empty() {
+                        map.insert(&name.text, name.span);
+                    }
                 }
             }
         }
-        let mut taken: std::collections::HashSet<String> = explicit.keys().cloned().collect();
+        let taken = |candidate: &str| {
+            if map.is_empty() {
+                written.iter().any(|(t, _)| *t == candidate)
+            } else {
+                map.contains_key(candidate)
+            }
+        };
+        // A generated name is a keyword and the statement's index, so two of them
+        // never meet (no keyword ends in a digit or `_`); only a written name can
+        // take one, and then `_` is appended until it is free.
         let generated = all
             .iter()
             .enumerate()
             .map(|(i, s)| match &s.name {
                 Some(n) => n.text.clone(),
                 None => {
-                    let mut name = format!("{}{i}", s.node.keyword());
-                    while taken.contains(&name) {
+                    let keyword = s.node.keyword();
+                    let mut name = String::with_capacity(keyword.len() + 4);
+                    name.push_str(keyword);
+                    push_u64(&mut name, i as u64);
+                    while taken(&name) {
                         name.push('_');
                     }
-                    taken.insert(name.clone());
                     name
                 }
             })
@@ -213,9 +263,31 @@ impl Names {
     }
 
     fn next(&mut self) -> String {
-        let name = self.generated.get(self.next).cloned().unwrap_or_default();
+        let name = self
+            .generated
+            .get_mut(self.next)
+            .map(std::mem::take)
+            .unwrap_or_default();
         self.next += 1;
         name
+    }
+}
+
+/// Appends `n` in decimal (without the formatting machinery: this is on the
+/// mutator's hot path).
+pub(crate) fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
     }
 }
 
@@ -253,10 +325,21 @@ struct Out {
     params: u64,
     flops: u64,
     sets_width: bool,
-    detail: String,
+    flat: Option<(u64, u64, u64)>,
 }
 
 impl Checker {
+    /// The name of the statement that set a flow's width.
+    fn origin_name(&self, origin: Origin) -> String {
+        match origin {
+            Origin::Input => "input".into(),
+            Origin::Row(i) => self
+                .layers
+                .get(i)
+                .map_or_else(String::new, |l| l.name.clone()),
+        }
+    }
+
     fn overflow(&mut self, layer: &str, what: &str, span: Span) {
         self.errors.push(Diagnostic::new(
             ErrorKind::Overflow {
@@ -278,8 +361,12 @@ impl Checker {
         let name = self.names.next();
         let index = self.layers.len();
         self.layers.push(LayerInfo {
-            name: name.clone(),
-            op: Op::Residual,
+            name: String::new(),
+            op: match &stmt.node {
+                Node::Layer(layer) => Op::Layer(layer.clone()),
+                Node::Residual { .. } => Op::Residual,
+                Node::Concat { .. } => Op::Concat,
+            },
             input: flow.shape,
             output: None,
             params: 0,
@@ -287,34 +374,29 @@ impl Checker {
             span: stmt.span,
             depth,
         });
-        let (op, out, node) = match &stmt.node {
+        let (out, node) = match &stmt.node {
             Node::Layer(layer) => {
                 let out = self.layer(&name, stmt, layer, &flow);
                 let node = self.graph.add(GraphNode::Layer(index));
                 self.graph.edge(flow.node, node);
-                (Op::Layer(layer.clone()), out, node)
+                (out, node)
             }
             Node::Residual { body, shortcut } => {
-                let (out, node) =
-                    self.residual(stmt, body, shortcut.as_deref(), &flow, index, depth);
-                (Op::Residual, out, node)
+                self.residual(stmt, body, shortcut.as_deref(), &flow, index, depth)
             }
-            Node::Concat { branches } => {
-                let (out, node) = self.concat(stmt, branches, &flow, index, depth);
-                (Op::Concat, out, node)
-            }
+            Node::Concat { branches } => self.concat(stmt, branches, &flow, index, depth),
         };
         let info = &mut self.layers[index];
-        info.op = op;
+        info.name = name;
         info.output = out.shape;
         info.params = out.params;
         info.flops = out.flops;
         if out.sets_width {
             Flow {
                 shape: out.shape,
-                origin: name,
+                origin: Origin::Row(index),
                 origin_span: stmt.name.as_ref().map_or(stmt.keyword, |n| n.span),
-                detail: out.detail,
+                flat: out.flat,
                 node,
             }
         } else {
@@ -344,10 +426,10 @@ impl Checker {
                 stmt.keyword,
             ));
         }
-        let y = self.block(body, flow.clone(), depth + 1);
+        let y = self.block(body, *flow, depth + 1);
         let s = match shortcut {
-            Some(sc) => self.block(sc, flow.clone(), depth + 1),
-            None => flow.clone(),
+            Some(sc) => self.block(sc, *flow, depth + 1),
+            None => *flow,
         };
         let join = self.graph.add(GraphNode::Add(index));
         self.graph.edge(y.node, join);
@@ -365,11 +447,11 @@ impl Checker {
                         shortcut: b.to_string(),
                     }
                 };
-                self.errors
-                    .push(Diagnostic::new(kind, stmt.keyword).with_note(
-                        y.origin_span,
-                        format!("`{}` sets the body's width", y.origin),
-                    ));
+                let origin = self.origin_name(y.origin);
+                self.errors.push(
+                    Diagnostic::new(kind, stmt.keyword)
+                        .with_note(y.origin_span, format!("`{origin}` sets the body's width")),
+                );
                 Some(a)
             }
             (a, _) => a,
@@ -379,7 +461,7 @@ impl Checker {
             params: 0,
             flops: 0,
             sets_width: true,
-            detail: String::new(),
+            flat: None,
         };
         (out, join)
     }
@@ -404,7 +486,7 @@ impl Checker {
         }
         let outs: Vec<Flow> = branches
             .iter()
-            .map(|b| self.block(b, flow.clone(), depth + 1))
+            .map(|b| self.block(b, *flow, depth + 1))
             .collect();
         for o in &outs {
             self.graph.edge(o.node, join);
@@ -427,6 +509,7 @@ impl Checker {
                     },
                 ) => {
                     if (h, w) != (h2, w2) {
+                        let origin = self.origin_name(o.origin);
                         self.errors.push(
                             Diagnostic::new(
                                 ErrorKind::ConcatSpatial {
@@ -435,7 +518,7 @@ impl Checker {
                                 },
                                 stmt.keyword,
                             )
-                            .with_note(o.origin_span, format!("`{}` produces {s}", o.origin)),
+                            .with_note(o.origin_span, format!("`{origin}` produces {s}")),
                         );
                         known = false;
                     }
@@ -464,7 +547,7 @@ impl Checker {
             params: 0,
             flops: 0,
             sets_width: true,
-            detail: String::new(),
+            flat: None,
         };
         (out, join)
     }
@@ -476,7 +559,7 @@ impl Checker {
             params: 0,
             flops: 0,
             sets_width: false,
-            detail: String::new(),
+            flat: None,
         };
         match layer {
             Layer::Conv(c) => self.conv(name, stmt, c, flow),
@@ -537,7 +620,7 @@ impl Checker {
                     params: 0,
                     flops: 0,
                     sets_width: true,
-                    detail: format!(" ({c}·{h}·{w})"),
+                    flat: Some((c, h, w)),
                 }
             }
         }
@@ -612,7 +695,7 @@ impl Checker {
             params: 0,
             flops: 0,
             sets_width: true,
-            detail: String::new(),
+            flat: None,
         };
         if i.checked_rem(g) != Some(0) || o.checked_rem(g) != Some(0) {
             self.errors.push(Diagnostic::new(
@@ -645,14 +728,17 @@ impl Checker {
                     ErrorKind::InputChannels {
                         layer: name.into(),
                         expected: i,
-                        producer: flow.origin.clone(),
+                        producer: self.origin_name(flow.origin),
                         found: ci,
                     },
                     c.in_ch.span,
                 )
                 .with_note(
                     flow.origin_span,
-                    format!("`{}` produces {ci} channels here", flow.origin),
+                    format!(
+                        "`{}` produces {ci} channels here",
+                        self.origin_name(flow.origin)
+                    ),
                 ),
             );
         }
@@ -688,7 +774,7 @@ impl Checker {
             params: params.unwrap_or(0),
             flops: flops.unwrap_or(0),
             sets_width: true,
-            detail: String::new(),
+            flat: None,
         };
         if params.is_none() {
             self.overflow(name, "parameter count", stmt.keyword);
@@ -707,15 +793,20 @@ impl Checker {
                     ErrorKind::InputFeatures {
                         layer: name.into(),
                         expected: i,
-                        producer: flow.origin.clone(),
+                        producer: self.origin_name(flow.origin),
                         found: f,
-                        detail: flow.detail.clone(),
+                        detail: flow
+                            .flat
+                            .map_or_else(String::new, |(c, h, w)| format!(" ({c}·{h}·{w})")),
                     },
                     l.in_f.span,
                 )
                 .with_note(
                     flow.origin_span,
-                    format!("`{}` produces {f} features here", flow.origin),
+                    format!(
+                        "`{}` produces {f} features here",
+                        self.origin_name(flow.origin)
+                    ),
                 ),
             ),
             _ => {}

@@ -20,7 +20,7 @@ fn offset(src: &str, at: LineCol) -> usize {
     let line = &src[line_start..];
     let col = line
         .char_indices()
-        .nth(at.column)
+        .nth(at.column as usize)
         .map_or(line.len(), |(i, _)| i);
     line_start + col
 }

@@ -85,12 +85,21 @@ impl LayerInfo {
     }
 }
 
-#[derive(Default)]
+/// The data-flow graph of a checked net.
+pub(crate) type Graph = StableDiGraph<GraphNode, ()>;
+
 pub(crate) struct GraphBuilder {
-    graph: StableDiGraph<GraphNode, ()>,
+    graph: Graph,
 }
 
 impl GraphBuilder {
+    /// A builder with room for `nodes` nodes (and as many edges, and a few more).
+    pub(crate) fn with_capacity(nodes: usize) -> GraphBuilder {
+        GraphBuilder {
+            graph: Graph::with_capacity(nodes, nodes + nodes / 2),
+        }
+    }
+
     pub(crate) fn add(&mut self, node: GraphNode) -> NodeId {
         NodeId(self.graph.add_node(node))
     }

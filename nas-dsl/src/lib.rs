@@ -18,7 +18,7 @@ pub mod span;
 pub mod summary;
 
 pub use ast::{File, Net};
-pub use check::{Shape, check, check_file};
+pub use check::{Shape, check, check_file, check_owned};
 pub use error::{Diagnostic, ErrorKind, Errors};
 pub use graph::{CheckedNet, LayerInfo, Lower, Op};
 pub use parse::{parse_str, parse_tokens};

@@ -21,6 +21,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, OnceLock};
 
 /// The seedable generator the mutator uses: fast, and stable across `rand` releases.
@@ -61,13 +62,18 @@ impl Arch {
     pub fn new(net: CheckedNet) -> Arch {
         let source = crate::print(net.net());
         let hash = content_hash(&source);
-        Arch::from_parts(net, source, hash)
+        Arch::from_parts(net, None, source, hash)
     }
 
-    fn from_parts(net: CheckedNet, source: String, hash: String) -> Arch {
+    fn from_parts(
+        net: CheckedNet,
+        classes: Option<WidthClasses>,
+        source: String,
+        hash: String,
+    ) -> Arch {
         Arch {
             net,
-            classes: OnceLock::new(),
+            classes: classes.map_or_else(OnceLock::new, OnceLock::from),
             source,
             hash,
         }
@@ -226,6 +232,18 @@ pub struct Mutated {
     pub net: CheckedNet,
     /// What was done.
     pub mutation: Mutation,
+    /// The mutant's width classes, when the operator knows them without a new
+    /// derivation (a width change keeps the parent's classes, with new widths).
+    classes: Option<WidthClasses>,
+}
+
+impl Mutated {
+    /// The mutant as an [`Arch`] (printed and hashed).
+    pub fn into_arch(self) -> Arch {
+        let source = crate::print(self.net.net());
+        let hash = content_hash(&source);
+        Arch::from_parts(self.net, self.classes, source, hash)
+    }
 }
 
 /// Why mutation failed.
@@ -344,6 +362,24 @@ pub struct Mutant {
     pub mutation: Mutation,
 }
 
+/// Hashes a SHA-256 digest for a hash set: its first eight bytes, already uniform.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    /// Mixes in the first eight bytes of each write (the length prefix, then the digest).
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(8) ^ u64::from_le_bytes(word);
+    }
+}
+
 /// How many recent mutants the generator keeps as parents.
 pub const POOL: usize = 32;
 
@@ -360,7 +396,7 @@ pub struct Generator {
     seeds: Vec<Arc<Arch>>,
     pool: Vec<Arc<Arch>>,
     next_slot: usize,
-    seen: HashSet<[u8; 32]>,
+    seen: HashSet<[u8; 32], BuildHasherDefault<DigestHasher>>,
     produced: usize,
     attempts: usize,
     rng: SeedRng,
@@ -440,7 +476,7 @@ impl Generator {
             if !self.seen.insert(digest) {
                 continue;
             }
-            let arch = Arc::new(Arch::from_parts(m.net, source, hex(&digest)));
+            let arch = Arc::new(Arch::from_parts(m.net, m.classes, source, hex(&digest)));
             if self.pool.len() < POOL {
                 self.pool.push(Arc::clone(&arch));
             } else {

@@ -3,6 +3,7 @@
 //! `parse(print(n)) == n` and equal texts mean equal architectures.
 
 use crate::ast::*;
+use crate::check::push_u64;
 use std::fmt::Write;
 
 /// Prints every net of a file, separated by a blank line.
@@ -19,7 +20,7 @@ pub fn print_file(file: &File) -> String {
 
 /// Prints one net in canonical form, ending with a newline.
 pub fn print(net: &Net) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(1024);
     for doc in &net.docs {
         for line in doc.split('\n') {
             let _ = writeln!(out, "///{line}");
@@ -107,7 +108,10 @@ impl ArgList<'_> {
 
     fn opt(&mut self, name: &str, value: u64, default: u64) {
         if value != default {
-            let _ = write!(self.next(), "{name} = {value}");
+            let out = self.next();
+            out.push_str(name);
+            out.push_str(" = ");
+            push_u64(out, value);
         }
     }
 
@@ -118,6 +122,13 @@ impl ArgList<'_> {
     }
 }
 
+/// Appends `a -> b`.
+fn arrow(out: &mut String, a: u64, b: u64) {
+    push_u64(out, a);
+    out.push_str(" -> ");
+    push_u64(out, b);
+}
+
 /// Appends one layer to `out` (written in place: the printer is on the
 /// mutator's hot path).
 fn write_layer(out: &mut String, l: &Layer) {
@@ -125,7 +136,7 @@ fn write_layer(out: &mut String, l: &Layer) {
     let mut args = ArgList { out, open: false };
     match l {
         Layer::Conv(c) => {
-            let _ = write!(args.next(), "{} -> {}", c.in_ch.value, c.out_ch.value);
+            arrow(args.next(), c.in_ch.value, c.out_ch.value);
             args.opt("k", c.k.value, 0);
             args.opt("stride", c.stride.value, 1);
             args.opt("pad", c.pad.value, 0);
@@ -136,7 +147,7 @@ fn write_layer(out: &mut String, l: &Layer) {
             }
         }
         Layer::Linear(li) => {
-            let _ = write!(args.next(), "{} -> {}", li.in_f.value, li.out_f.value);
+            arrow(args.next(), li.in_f.value, li.out_f.value);
             if !li.bias.value {
                 args.next().push_str("bias = false");
             }

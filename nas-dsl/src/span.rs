@@ -6,9 +6,20 @@
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LineCol {
     /// 1-based line number.
-    pub line: usize,
+    pub line: u32,
     /// 0-based column, counted in characters.
-    pub column: usize,
+    pub column: u32,
+}
+
+impl LineCol {
+    /// A position from proc-macro2's `usize` line and column (saturating; a
+    /// source over four billion lines is not expected).
+    pub fn new(line: usize, column: usize) -> LineCol {
+        LineCol {
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            column: u32::try_from(column).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 const SYNTHETIC: u32 = u32::MAX;
@@ -94,14 +105,8 @@ impl SpanMap {
         self.tokens.push(span);
         let (start, end) = (span.start(), span.end());
         Span {
-            start: LineCol {
-                line: start.line,
-                column: start.column,
-            },
-            end: LineCol {
-                line: end.line,
-                column: end.column,
-            },
+            start: LineCol::new(start.line, start.column),
+            end: LineCol::new(end.line, end.column),
             lo: id,
             hi: id,
         }

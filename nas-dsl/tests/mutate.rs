@@ -121,6 +121,14 @@ fn assert_valid_mutant(parent: &Arch, m: &Mutated, set: &ValueSet) {
     assert_eq!(p.classes.value, q.classes.value);
     assert_eq!(parent.net().output(), net.output());
     assert_flatten_linear(net);
+    // The classes a mutant carries (a width change reuses its parent's, with the
+    // new widths) are the ones derived from scratch.
+    assert_eq!(
+        m.clone().into_arch().classes(),
+        &WidthClasses::new(net),
+        "classes after {}",
+        m.mutation
+    );
     match m.mutation {
         Mutation::SetClass { .. } | Mutation::Scale { .. } => {
             assert_width_mutant(parent, net, set, &m.mutation);

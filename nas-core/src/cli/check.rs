@@ -98,8 +98,8 @@ impl From<&CheckedNet> for NetJson {
 #[derive(Debug, Serialize)]
 struct NoteJson {
     message: String,
-    line: Option<usize>,
-    column: Option<usize>,
+    line: Option<u32>,
+    column: Option<u32>,
 }
 
 impl From<&Note> for NoteJson {
@@ -117,10 +117,10 @@ impl From<&Note> for NoteJson {
 #[derive(Debug, Serialize)]
 struct ErrorJson {
     message: String,
-    line: Option<usize>,
-    column: Option<usize>,
-    end_line: Option<usize>,
-    end_column: Option<usize>,
+    line: Option<u32>,
+    column: Option<u32>,
+    end_line: Option<u32>,
+    end_column: Option<u32>,
     notes: Vec<NoteJson>,
 }
 

@@ -17,6 +17,7 @@ use crate::ast::{Layer, Net, Node, Stmt};
 use crate::check::Shape;
 use crate::graph::{CheckedNet, LayerInfo};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// Which written number of a layer a class member is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -47,6 +48,10 @@ pub struct Member {
     pub exact: bool,
 }
 
+fn members_as_list<S: serde::Serializer>(m: &Arc<[Member]>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(m.iter())
+}
+
 fn is_one(x: &u64) -> bool {
     *x == 1
 }
@@ -63,8 +68,10 @@ pub struct WidthClass {
     pub id: usize,
     /// The current width.
     pub width: u64,
-    /// Every written number that depends on the class.
-    pub members: Vec<Member>,
+    /// Every written number that depends on the class (shared by the classes of
+    /// every width-mutant of the net).
+    #[serde(serialize_with = "members_as_list")]
+    pub members: Arc<[Member]>,
     /// Every new width must be a multiple of this (from grouped convs; 1 if none).
     pub multiple_of: u64,
 }
@@ -164,6 +171,8 @@ struct Slot {
     output: Expr,
     /// Set for depthwise convs, whose `groups` follows their width.
     groups: Option<Expr>,
+    /// The written `groups` of a conv that is not depthwise (1 for a linear).
+    fixed_groups: u64,
 }
 
 /// The width classes of a checked net, and how every conv and linear width is
@@ -172,7 +181,7 @@ struct Slot {
 pub struct WidthClasses {
     classes: Vec<WidthClass>,
     /// One per conv or linear, in source order (pre-order, as the checker visits).
-    slots: Vec<Slot>,
+    slots: Arc<[Slot]>,
 }
 
 /// A width that does not fit in 64 bits (only reachable with absurd inputs).
@@ -217,10 +226,41 @@ impl WidthClasses {
             .map(|c| ClassInfo {
                 id: c.id,
                 width: c.width,
-                members: c.members.clone(),
+                members: c.members.to_vec(),
                 allowed: c.grid(set),
             })
             .collect()
+    }
+
+    /// The classes of the net [`apply`](Self::apply) makes with `widths`, without
+    /// deriving them again: the same classes with the new widths. Which widths move
+    /// together, and the multiples they keep to, depend on the net's structure
+    /// (layers, `groups`, spatial sizes), which a width change leaves as it was,
+    /// and on which convs are depthwise (`groups` = input = output width > 1),
+    /// which it can change: then `None`, and the classes must be derived anew.
+    pub fn with_widths(&self, widths: &[u64]) -> Option<WidthClasses> {
+        let same_convs = self.slots.iter().all(|s| match &s.groups {
+            Some(g) => eval(g, widths).is_some_and(|g| g > 1),
+            None => {
+                s.fixed_groups <= 1
+                    || eval(&s.input, widths) != Some(s.fixed_groups)
+                    || eval(&s.output, widths) != Some(s.fixed_groups)
+            }
+        });
+        if !same_convs || widths.len() != self.classes.len() {
+            return None;
+        }
+        Some(WidthClasses {
+            classes: self
+                .classes
+                .iter()
+                .map(|c| WidthClass {
+                    width: widths.get(c.id).copied().unwrap_or(c.width),
+                    ..c.clone()
+                })
+                .collect(),
+            slots: Arc::clone(&self.slots),
+        })
     }
 
     /// Rewrites `net` (the net these classes were derived from) so that class `i`
@@ -443,16 +483,12 @@ impl Builder<'_> {
     fn finish(self) -> WidthClasses {
         // Free variables become classes, numbered in order of appearance.
         let mut class_of = vec![usize::MAX; self.values.len()];
-        let mut classes = Vec::new();
+        // (width, members, multiple_of) per class
+        let mut classes: Vec<(u64, Vec<Member>, u64)> = Vec::new();
         for (v, (binding, &width)) in self.binding.iter().zip(&self.values).enumerate() {
             if binding.is_none() {
                 class_of[v] = classes.len();
-                classes.push(WidthClass {
-                    id: classes.len(),
-                    width,
-                    members: Vec::new(),
-                    multiple_of: 1,
-                });
+                classes.push((width, Vec::new(), 1));
             }
         }
         let to_classes = |e: &Expr| Expr {
@@ -477,8 +513,8 @@ impl Builder<'_> {
                 let Some(e) = e else { continue };
                 let exact = e.terms.len() == 1 && e.constant == 0;
                 for &(class, factor) in &e.terms {
-                    if let Some(c) = classes.get_mut(class) {
-                        c.members.push(Member {
+                    if let Some((_, members, _)) = classes.get_mut(class) {
+                        members.push(Member {
                             layer: name.clone(),
                             port,
                             factor,
@@ -489,8 +525,8 @@ impl Builder<'_> {
             }
             if raw.groups > 1 && !raw.depthwise {
                 for &(class, _) in input.terms.iter().chain(&output.terms) {
-                    if let Some(c) = classes.get_mut(class) {
-                        c.multiple_of = lcm(c.multiple_of, raw.groups);
+                    if let Some((_, _, multiple_of)) = classes.get_mut(class) {
+                        *multiple_of = lcm(*multiple_of, raw.groups);
                     }
                 }
             }
@@ -499,8 +535,22 @@ impl Builder<'_> {
                 input,
                 output,
                 groups,
+                fixed_groups: if raw.depthwise { 1 } else { raw.groups },
             });
         }
-        WidthClasses { classes, slots }
+        let classes = classes
+            .into_iter()
+            .enumerate()
+            .map(|(id, (width, members, multiple_of))| WidthClass {
+                id,
+                width,
+                members: members.into(),
+                multiple_of,
+            })
+            .collect();
+        WidthClasses {
+            classes,
+            slots: slots.into(),
+        }
     }
 }

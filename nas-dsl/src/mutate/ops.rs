@@ -39,15 +39,16 @@ fn pick<'a, T, R: Rng + ?Sized>(rng: &mut R, items: &'a [T]) -> Option<&'a T> {
 
 /// Re-checks a mutant; a failure is a bug in the mutator and is returned as such.
 pub(crate) fn recheck(net: Net, mutation: Mutation) -> Result<Mutated, MutateError> {
-    match crate::check(&net) {
+    match crate::check_owned(net) {
         Ok(checked) => Ok(Mutated {
             net: checked,
             mutation,
+            classes: None,
         }),
-        Err(errors) => Err(MutateError::Invalid {
+        Err(failed) => Err(MutateError::Invalid {
             mutation: mutation.to_string(),
-            errors: errors.to_string(),
-            text: crate::print(&net),
+            errors: failed.1.to_string(),
+            text: crate::print(&failed.0),
         }),
     }
 }
@@ -57,8 +58,11 @@ fn with_widths(
     widths: &[u64],
     mutation: Mutation,
 ) -> Result<Option<Mutated>, MutateError> {
-    let net = parent.classes().apply(parent.net().net(), widths)?;
-    recheck(net, mutation).map(Some)
+    let classes = parent.classes();
+    let net = classes.apply(parent.net().net(), widths)?;
+    let mut mutant = recheck(net, mutation)?;
+    mutant.classes = classes.with_widths(widths);
+    Ok(Some(mutant))
 }
 
 /// Sets one width class to a new width drawn uniformly from the widths it may take
