@@ -467,8 +467,13 @@ impl SearchConfig {
             .map_err(|_| choice("schedule", &self.train.schedule, &["cosine", "one-cycle"]))?;
         let backend = BackendKind::from_str(&self.train.backend, true)
             .map_err(|_| choice("backend", &self.train.backend, &["flex", "cuda", "tch"]))?;
-        let style = Style::from_str(&self.llm.style, true)
-            .map_err(|_| choice("prompt style", &self.llm.style, &["chat", "completion"]))?;
+        let style = Style::from_str(&self.llm.style, true).map_err(|_| {
+            choice(
+                "prompt style",
+                &self.llm.style,
+                &["chat", "completion", "structured"],
+            )
+        })?;
         let widths: ValueSet = self
             .widths
             .parse()

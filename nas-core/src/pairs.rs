@@ -11,8 +11,9 @@
 //! drawn at random (seeded). Accuracies are only compared at the same fidelity
 //! (epochs), and the best network of each fidelity is never a "worse" side.
 
+use crate::propose::Telemetry;
 use crate::propose::identity;
-use crate::propose::prompt::REFERENCE;
+use crate::propose::prompt::{REFERENCE, telemetry_text};
 use crate::store::{SqliteStore, Store, TrialStatus};
 use nas_dsl::mutate::seed_rng;
 use rand::RngExt;
@@ -323,16 +324,12 @@ Given a network and its measured telemetry, answer with exactly one fenced ```na
 holding a network for the same task that reaches a higher accuracy.";
 
 fn telemetry(e: &Evaluated) -> String {
-    let mut parts = vec![format!("accuracy {:.1}%", e.accuracy * 100.0)];
-    if let Some(l) = e.loss {
-        parts.push(format!("loss {l:.3}"));
-    }
-    if let Some(n) = e.epochs {
-        parts.push(format!("{n} epochs"));
-    }
-    parts.push(format!("{} params", e.params));
-    parts.push(format!("{} FLOPs", e.flops));
-    parts.join(", ")
+    let measured = Telemetry {
+        accuracy: Some(e.accuracy),
+        loss: e.loss,
+        epochs: e.epochs,
+    };
+    telemetry_text(Some(&measured), e.params, e.flops)
 }
 
 /// One chat-format line: `{"messages": [system, user, assistant], "meta": …}`.

@@ -574,6 +574,38 @@ pub fn backend_unavailable(kind: BackendKind) -> TrainError {
     ))
 }
 
+/// Work generic over the training backend, run by [`on_backend`] on the backend
+/// a user chose at run time.
+pub trait BackendJob {
+    /// What the work returns.
+    type Output;
+    /// Runs the work on backend `B`'s default device.
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output;
+}
+
+/// Runs `job` on the chosen backend's default device: the one place that maps a
+/// [`BackendKind`] to a Burn backend type (an error for one this build lacks).
+pub fn on_backend<J: BackendJob>(backend: BackendKind, job: J) -> Result<J::Output, TrainError> {
+    match backend {
+        BackendKind::Flex => {
+            Ok(job.run::<burn::backend::Autodiff<burn::backend::Flex>>(&Default::default()))
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            Ok(job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(&Default::default()))
+        }
+        #[cfg(feature = "tch")]
+        BackendKind::Tch => {
+            Ok(job.run::<burn::backend::Autodiff<burn::backend::LibTorch>>(&Default::default()))
+        }
+        #[allow(
+            unreachable_patterns,
+            reason = "reached only by builds without a feature"
+        )]
+        other => Err(backend_unavailable(other)),
+    }
+}
+
 /// Trains on the chosen backend's default device (see [`train`]).
 pub fn train_on(
     backend: BackendKind,
@@ -582,35 +614,27 @@ pub fn train_on(
     cfg: &TrainConfig,
     observer: &mut dyn Observer,
 ) -> Result<Report, TrainError> {
-    match backend {
-        BackendKind::Flex => train::<burn::backend::Autodiff<burn::backend::Flex>>(
-            net,
-            task,
-            cfg,
-            &Default::default(),
-            observer,
-        ),
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => train::<burn::backend::Autodiff<burn::backend::Cuda>>(
-            net,
-            task,
-            cfg,
-            &Default::default(),
-            observer,
-        ),
-        #[cfg(not(feature = "cuda"))]
-        BackendKind::Cuda => Err(backend_unavailable(backend)),
-        #[cfg(feature = "tch")]
-        BackendKind::Tch => train::<burn::backend::Autodiff<burn::backend::LibTorch>>(
-            net,
-            task,
-            cfg,
-            &Default::default(),
-            observer,
-        ),
-        #[cfg(not(feature = "tch"))]
-        BackendKind::Tch => Err(backend_unavailable(backend)),
+    struct Job<'a> {
+        net: &'a CheckedNet,
+        task: &'a Task,
+        cfg: &'a TrainConfig,
+        observer: &'a mut dyn Observer,
     }
+    impl BackendJob for Job<'_> {
+        type Output = Result<Report, TrainError>;
+        fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+            train::<B>(self.net, self.task, self.cfg, device, self.observer)
+        }
+    }
+    on_backend(
+        backend,
+        Job {
+            net,
+            task,
+            cfg,
+            observer,
+        },
+    )?
 }
 
 #[cfg(test)]

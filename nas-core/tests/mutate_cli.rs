@@ -537,3 +537,24 @@ fn corpus_pairs_answer_each_network_with_a_better_neighbour() {
     assert_eq!(run.status.code(), Some(2));
     assert!(stderr(&run).contains("nope"), "{}", stderr(&run));
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    // `nas-core mutate … | head -n 1`: the reader closes the pipe after one line.
+    let dir = tempfile::tempdir().unwrap();
+    let seed = write(dir.path(), "seed.nas", SEED_A);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nas-core"))
+        .args(["mutate", s(&seed), "--n", "2000", "--seed", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    drop(out);
+    let result = child.wait_with_output().unwrap();
+    let err = stderr(&result);
+    assert!(!err.contains("panicked"), "stderr: {err}");
+    assert_eq!(result.status.code(), Some(0), "stderr: {err}");
+}

@@ -190,6 +190,76 @@ async fn ollama_chat_style_on_the_real_model() {
     .await;
 }
 
+/// The structured mode: the server's constrained decoding must deliver an object
+/// with an allowed width for every class, so no attempt is a parse or shape error;
+/// what remains is the judgement (new, within budget). An impossible budget sends
+/// each answer through the repair round.
+async fn structured_on_the_real_model<P: Proposer>(p: &mut P) {
+    for (budget, n) in [(Budget::default(), 2), (IMPOSSIBLE, 1)] {
+        let mut ctx = seed_ctx("nas-dsl/tests/data/tiny_resnet.nas", budget);
+        for _ in 0..n {
+            let proposal = p.propose(&ctx).await;
+            eprintln!(
+                "{} structured: {:?} in {:.1} s, raw {:?}",
+                p.name(),
+                proposal
+                    .attempts
+                    .iter()
+                    .map(|a| a.outcome)
+                    .collect::<Vec<_>>(),
+                proposal.latency_ms() / 1e3,
+                proposal
+                    .attempts
+                    .iter()
+                    .map(|a| a.raw.as_str())
+                    .collect::<Vec<_>>()
+            );
+            for a in &proposal.attempts {
+                assert!(
+                    matches!(
+                        a.outcome,
+                        Outcome::Ok | Outcome::Duplicate | Outcome::OverBudget
+                    ),
+                    "{:?}: {:?}
+raw: {}",
+                    a.outcome,
+                    a.diagnostics,
+                    a.raw
+                );
+                assert!(a.completion_tokens.is_some_and(|n| n > 0), "{a:?}");
+            }
+            if budget == IMPOSSIBLE {
+                assert_eq!(proposal.attempts.len(), 2, "the repair round runs");
+                assert!(proposal.arch.is_none());
+            }
+            if let Some(arch) = &proposal.arch {
+                assert_eq!(arch.net().output(), ctx.seed().net().output());
+                ctx.record(arch.clone(), None);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn ollama_structured_style_on_the_real_model() {
+    let Some(url) = env_url("NAS_LLM_URL") else {
+        return;
+    };
+    let c = config(&url, Style::Structured);
+    let backend = OllamaBackend::connect(&c).await.unwrap();
+    structured_on_the_real_model(&mut LlmProposer::new(backend, c)).await;
+}
+
+#[tokio::test]
+async fn openai_structured_style_on_the_real_model() {
+    let Some(url) = env_url("NAS_OPENAI_URL") else {
+        return;
+    };
+    let c = config(&url, Style::Structured);
+    let backend = OpenAiBackend::connect(&c).await.unwrap();
+    structured_on_the_real_model(&mut LlmProposer::new(backend, c)).await;
+}
+
 #[tokio::test]
 async fn ollama_unknown_model_is_a_clear_error() {
     let Some(url) = env_url("NAS_LLM_URL") else {

@@ -4,7 +4,7 @@
 //! batch, optimiser and thread count in PyTorch; `bench/compare.sh` runs both.
 
 use crate::runtime::RuntimeNet;
-use crate::train::{BackendKind, backend_unavailable};
+use crate::train::{BackendJob, BackendKind, on_backend};
 use anyhow::Context;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -213,25 +213,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .ok()
         .and_then(|mut n| n.pop())
         .context("the reference net fails the checker")?;
-    let result = match args.backend {
-        BackendKind::Flex => {
-            bench::<burn::backend::Autodiff<burn::backend::Flex>>(&net, &args, &Default::default())?
+    struct Job<'a> {
+        net: &'a CheckedNet,
+        args: &'a TrainArgs,
+    }
+    impl BackendJob for Job<'_> {
+        type Output = anyhow::Result<BenchResult>;
+        fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+            bench::<B>(self.net, self.args, device)
         }
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => {
-            bench::<burn::backend::Autodiff<burn::backend::Cuda>>(&net, &args, &Default::default())?
-        }
-        #[cfg(not(feature = "cuda"))]
-        BackendKind::Cuda => return Err(backend_unavailable(args.backend).into()),
-        #[cfg(feature = "tch")]
-        BackendKind::Tch => bench::<burn::backend::Autodiff<burn::backend::LibTorch>>(
-            &net,
-            &args,
-            &Default::default(),
-        )?,
-        #[cfg(not(feature = "tch"))]
-        BackendKind::Tch => return Err(backend_unavailable(args.backend).into()),
-    };
+    }
+    let result = on_backend(
+        args.backend,
+        Job {
+            net: &net,
+            args: &args,
+        },
+    )??;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {

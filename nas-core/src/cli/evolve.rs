@@ -159,7 +159,7 @@ pub struct SearchArgs {
     #[arg(long)]
     pub model: Option<String>,
 
-    /// Prompt style: chat or completion [default: completion].
+    /// Prompt style: chat, completion or structured (JSON widths under a schema) [default: completion].
     #[arg(long)]
     pub style: Option<String>,
 

@@ -65,8 +65,28 @@ pub enum Command {
     Compare(compare::Args),
 }
 
+/// A reader that stops early (`nas-core mutate … | head`) closes our stdout, and
+/// `println!` then fails with a broken pipe. That is the reader's choice, not an
+/// error: leave quietly, as a Unix tool does, instead of reporting a panic.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 /// Runs the command line and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(a) => check::run(a),

@@ -57,7 +57,8 @@ pub struct Args {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub n: u64,
 
-    /// Prompt style: `completion` (raw few-shot, for base models) or `chat`.
+    /// Prompt style: `completion` (raw few-shot, for base models), `chat`, or
+    /// `structured` (only widths, as JSON constrained by a schema).
     #[arg(long, value_enum, default_value_t = Style::Completion)]
     pub style: Style,
 

@@ -4,7 +4,10 @@
 //! [`Proposal`], whatever became of it.
 
 use super::prompt::{self, Message, Prompt, PromptInput, Style};
-use super::{Attempt, Context, Outcome, Proposal, Proposer, Rejection, Round, Verdict, extract};
+use super::{
+    Attempt, Context, Outcome, Proposal, Proposer, Rejection, Round, Verdict, extract, structured,
+};
+use nas_dsl::mutate::Arch;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -65,6 +68,9 @@ pub struct Request {
     pub max_tokens: u32,
     /// Stop sequences.
     pub stop: Vec<String>,
+    /// A JSON schema the answer must follow (the structured mode), enforced by
+    /// the server's constrained decoding.
+    pub format: Option<serde_json::Value>,
 }
 
 /// What a backend returned.
@@ -213,8 +219,10 @@ impl<B: Backend> LlmProposer<B> {
         }
     }
 
-    fn request(&self, prompt: Prompt, seed: u64) -> Request {
+    fn request(&self, prompt: Prompt, seed: u64, format: Option<serde_json::Value>) -> Request {
         let stop = match prompt {
+            // The schema ends the answer; a stop sequence could only cut it short.
+            _ if format.is_some() => Vec::new(),
             Prompt::Completion { .. } => prompt::COMPLETION_STOP
                 .iter()
                 .map(|s| s.to_string())
@@ -227,6 +235,7 @@ impl<B: Backend> LlmProposer<B> {
             seed,
             max_tokens: self.config.max_tokens,
             stop,
+            format,
         }
     }
 
@@ -235,15 +244,23 @@ impl<B: Backend> LlmProposer<B> {
     async fn attempt(
         &self,
         ctx: &Context,
+        parent: &Arch,
         round: Round,
         prompt: Prompt,
         seed: u64,
     ) -> (Attempt, Verdict) {
-        let req = self.request(prompt, seed);
+        let structured = self.config.style == Style::Structured;
+        let format =
+            structured.then(|| structured::schema(&parent.classes().describe(&ctx.widths)));
+        let req = self.request(prompt, seed, format);
         let sent = self.send(&req).await;
         match sent.result {
             Ok(reply) => {
-                let verdict = extract::best(ctx, &reply.text);
+                let verdict = if structured {
+                    structured::judge(ctx, parent, &reply.text)
+                } else {
+                    extract::best(ctx, &reply.text)
+                };
                 let mut attempt = Attempt::judged(round, reply.text, verdict.clone());
                 attempt.latency_ms = sent.latency_ms;
                 attempt.retries = sent.retries;
@@ -297,15 +314,22 @@ impl<B: Backend + Send> Proposer for LlmProposer<B> {
         let parent = ctx.best();
         let input = PromptInput::from_context(ctx, parent);
         let first = prompt::render(self.config.style, &input);
-        let (attempt, verdict) = self.attempt(ctx, Round::Initial, first.clone(), seed).await;
+        let (attempt, verdict) = self
+            .attempt(ctx, parent, Round::Initial, first.clone(), seed)
+            .await;
         let mut attempts = vec![attempt];
         let verdict = match verdict {
             Verdict::Rejected(rejection)
                 if self.config.repair && rejection.outcome.repairable() =>
             {
                 let raw = attempts[0].raw.clone();
-                let fix = prompt::repair(&first, &raw, &rejection);
-                let (attempt, verdict) = self.attempt(ctx, Round::Repair, fix, seed).await;
+                let fix = match (&first, self.config.style) {
+                    (Prompt::Completion { text }, Style::Structured) => Prompt::Completion {
+                        text: structured::repair(text, &raw, &rejection),
+                    },
+                    _ => prompt::repair(&first, &raw, &rejection),
+                };
+                let (attempt, verdict) = self.attempt(ctx, parent, Round::Repair, fix, seed).await;
                 attempts.push(attempt);
                 verdict
             }

@@ -14,6 +14,7 @@ pub mod ollama;
 pub mod openai;
 pub mod prompt;
 pub mod random;
+pub mod structured;
 
 use nas_dsl::CheckedNet;
 use nas_dsl::mutate::{Arch, SeedRng, ValueSet};

@@ -10,6 +10,7 @@ use ollama_rs::error::OllamaError;
 use ollama_rs::generation::chat::ChatMessage;
 use ollama_rs::generation::chat::request::ChatMessageRequest;
 use ollama_rs::generation::completion::request::GenerationRequest;
+use ollama_rs::generation::parameters::{FormatType, JsonStructure};
 use ollama_rs::models::ModelOptions;
 use std::time::Duration;
 
@@ -206,6 +207,18 @@ fn options(req: &Request) -> ModelOptions {
     options
 }
 
+/// The request's JSON schema as Ollama's `format`.
+fn format(req: &Request) -> Result<Option<FormatType>, BackendError> {
+    let Some(schema) = &req.format else {
+        return Ok(None);
+    };
+    let schema = schemars::Schema::try_from(schema.clone())
+        .map_err(|e| BackendError::Malformed(format!("not a JSON schema: {e}")))?;
+    Ok(Some(FormatType::StructuredJson(Box::new(
+        JsonStructure::new_for_schema(schema),
+    ))))
+}
+
 impl Backend for OllamaBackend {
     fn name(&self) -> &'static str {
         "ollama"
@@ -226,8 +239,11 @@ impl Backend for OllamaBackend {
                         Role::Assistant => ChatMessage::assistant(m.content.clone()),
                     })
                     .collect();
-                let request =
+                let mut request =
                     ChatMessageRequest::new(self.model.clone(), messages).options(options(req));
+                if let Some(format) = format(req)? {
+                    request = request.format(format);
+                }
                 let reply = self
                     .client
                     .send_chat_messages(request)
@@ -241,9 +257,12 @@ impl Backend for OllamaBackend {
                 })
             }
             Prompt::Completion { text } => {
-                let request = GenerationRequest::new(self.model.clone(), text.as_str())
+                let mut request = GenerationRequest::new(self.model.clone(), text.as_str())
                     .raw(true)
                     .options(options(req));
+                if let Some(format) = format(req)? {
+                    request = request.format(format);
+                }
                 let reply = self
                     .client
                     .generate(request)

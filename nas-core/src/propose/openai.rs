@@ -205,6 +205,15 @@ impl Backend for OpenAiBackend {
         if !req.stop.is_empty() {
             body["stop"] = json!(req.stop);
         }
+        if let Some(schema) = &req.format {
+            // OpenAI's and vLLM's field, and llama-server's own (which its
+            // `/v1/completions` reads; its chat route reads both).
+            body["response_format"] = json!({
+                "type": "json_schema",
+                "json_schema": {"name": "widths", "strict": true, "schema": schema},
+            });
+            body["json_schema"] = schema.clone();
+        }
         let (path, text_at): (&str, &[&str]) = match &req.prompt {
             Prompt::Chat { messages } => {
                 body["messages"] = messages

@@ -22,6 +22,9 @@ pub enum Style {
     Chat,
     /// Raw few-shot completion, for base models.
     Completion,
+    /// Only a JSON object of widths, one per width class of the parent,
+    /// constrained by a JSON schema and applied through the mutator.
+    Structured,
 }
 
 impl Style {
@@ -30,6 +33,7 @@ impl Style {
         match self {
             Style::Chat => "chat",
             Style::Completion => "completion",
+            Style::Structured => "structured",
         }
     }
 }
@@ -138,26 +142,68 @@ impl Example {
 
     /// `accuracy 61.2%, loss 1.103, 5 epochs, 24,458 params, 2,916,480 FLOPs`.
     pub fn telemetry_line(&self) -> String {
-        let mut parts = Vec::new();
-        match &self.telemetry {
-            Some(t) => {
-                if let Some(a) = t.accuracy {
-                    parts.push(format!("accuracy {:.1}%", a * 100.0));
-                }
-                if let Some(l) = t.loss {
-                    parts.push(format!("loss {l:.3}"));
-                }
-                if let Some(e) = t.epochs {
-                    parts.push(format!("{e} epochs"));
-                }
-            }
-            None => parts.push("not trained yet".to_string()),
-        }
-        parts.push(format!("{} params", thousands(self.params)));
-        parts.push(format!("{} FLOPs", thousands(self.flops)));
-        parts.join(", ")
+        telemetry_text(self.telemetry.as_ref(), self.params, self.flops)
     }
 }
+
+/// How prompts and fine-tuning pairs state a network's measurements:
+/// `accuracy 61.2%, loss 1.103, 5 epochs, 24,458 params, 2,916,480 FLOPs`
+/// (`not trained yet` in place of the training figures when there are none).
+pub fn telemetry_text(telemetry: Option<&Telemetry>, params: u64, flops: u64) -> String {
+    let mut parts = Vec::new();
+    match telemetry {
+        Some(t) => {
+            if let Some(a) = t.accuracy {
+                parts.push(format!("accuracy {:.1}%", a * 100.0));
+            }
+            if let Some(l) = t.loss {
+                parts.push(format!("loss {l:.3}"));
+            }
+            if let Some(e) = t.epochs {
+                parts.push(format!("{e} epochs"));
+            }
+        }
+        None => parts.push("not trained yet".to_string()),
+    }
+    parts.push(format!("{} params", thousands(params)));
+    parts.push(format!("{} FLOPs", thousands(flops)));
+    parts.join(", ")
+}
+
+/// Widths for the parent's width classes (by class id) and what is known of the
+/// network they make: the structured mode's examples.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Assignment {
+    /// One width per class.
+    pub widths: Vec<u64>,
+    /// Learnable parameters.
+    pub params: u64,
+    /// Multiply-accumulates per sample.
+    pub flops: u64,
+    /// Training telemetry; `None` for an untrained network.
+    pub telemetry: Option<Telemetry>,
+}
+
+impl Assignment {
+    /// The assignment of `arch`, when its width classes are the parent's (the same
+    /// members and divisibility: a width mutant of it); `None` otherwise.
+    pub fn of(parent: &Arch, arch: &Arch, telemetry: Option<&Telemetry>) -> Option<Assignment> {
+        let (a, b) = (parent.classes().classes(), arch.classes().classes());
+        let same = a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x.members == y.members && x.multiple_of == y.multiple_of);
+        same.then(|| Assignment {
+            widths: arch.classes().widths(),
+            params: arch.net().params(),
+            flops: arch.net().flops(),
+            telemetry: telemetry.cloned(),
+        })
+    }
+}
+
+/// How many evaluated assignments a structured prompt shows at most.
+pub const ASSIGNMENTS: usize = 6;
 
 /// Everything a prompt is made of.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -172,6 +218,10 @@ pub struct PromptInput {
     pub width_classes: Vec<ClassInfo>,
     /// Other networks, with telemetry (at most three).
     pub examples: Vec<Example>,
+    /// Width assignments of networks with the parent's classes, best first
+    /// (at most [`ASSIGNMENTS`]; untrained mutants of the parent while fewer
+    /// than [`EXAMPLES`] are trained): the structured mode's examples.
+    pub assignments: Vec<Assignment>,
     /// The limits.
     pub budget: Budget,
     /// The width set in force.
@@ -199,16 +249,28 @@ impl PromptInput {
             .take(EXAMPLES)
             .map(|(e, _)| Example::of(&e.arch, e.telemetry.as_ref()))
             .collect();
-        if examples.len() < EXAMPLES {
+        let mut assignments: Vec<Assignment> = trained
+            .iter()
+            .filter_map(|(e, _)| Assignment::of(parent, &e.arch, e.telemetry.as_ref()))
+            .take(ASSIGNMENTS)
+            .collect();
+        if examples.len() < EXAMPLES || assignments.len() < EXAMPLES {
             let mutator = Mutator {
                 widths: ctx.widths,
                 structural: false,
             };
             if let Ok(mut generator) = Generator::new(vec![parent.net().clone()], mutator, 0) {
-                while examples.len() < EXAMPLES {
-                    match generator.next_mutant() {
-                        Ok(m) => examples.push(Example::of(&m.arch, None)),
-                        Err(_) => break,
+                while examples.len() < EXAMPLES || assignments.len() < EXAMPLES {
+                    let Ok(m) = generator.next_mutant() else {
+                        break;
+                    };
+                    if examples.len() < EXAMPLES {
+                        examples.push(Example::of(&m.arch, None));
+                    }
+                    if assignments.len() < EXAMPLES
+                        && let Some(a) = Assignment::of(parent, &m.arch, None)
+                    {
+                        assignments.push(a);
                     }
                 }
             }
@@ -220,6 +282,7 @@ impl PromptInput {
             parent: Example::of(parent, ctx.telemetry_of(parent)),
             width_classes: parent.classes().describe(&ctx.widths),
             examples,
+            assignments,
             budget: ctx.budget,
             widths: ctx.widths,
         }
@@ -260,6 +323,9 @@ pub fn render(style: Style, input: &PromptInput) -> Prompt {
         },
         Style::Completion => Prompt::Completion {
             text: completion_text(input),
+        },
+        Style::Structured => Prompt::Completion {
+            text: super::structured::render(input),
         },
     }
 }

@@ -1,0 +1,304 @@
+//! The structured mode: the model answers only with a JSON object holding one
+//! width per width class of the parent (`{"c0": 32, "c1": 64, …}`), and the
+//! server constrains its output to a JSON schema of exactly those keys and the
+//! widths each class may take (Ollama's `format`; `json_schema` and
+//! `response_format` on OpenAI-compatible servers). The widths are applied to the
+//! parent through the mutator's width classes, so every answer that parses is a
+//! shape-consistent network by construction; it is still re-checked and judged
+//! (task, budget, novelty) like any other proposal.
+//!
+//! This is for models that cannot write the language reliably (the 270M base
+//! model parses as network text rarely): choosing widths is all they must do.
+
+use super::prompt::{Assignment, PromptInput, telemetry_text};
+use super::{Context, Outcome, Rejection, Verdict};
+use nas_dsl::mutate::{Arch, ClassInfo, Grid};
+use nas_dsl::summary::thousands;
+use serde_json::{Map, Value, json};
+use std::fmt::Write;
+
+/// Grids with at most this many widths are given to the schema as an `enum`;
+/// larger ones as `minimum`/`maximum` (checked again on the answer).
+const MAX_ENUM: u64 = 128;
+
+/// The key of class `id` in prompts and answers: `c0`, `c1`, …
+pub fn key(id: usize) -> String {
+    format!("c{id}")
+}
+
+/// The widths a class may take: its grid, or only its current width when the
+/// value set leaves it none.
+fn allowed(c: &ClassInfo) -> Vec<u64> {
+    if c.allowed.count == 0 {
+        vec![c.width]
+    } else {
+        (0..c.allowed.count).map(|i| c.allowed.nth(i)).collect()
+    }
+}
+
+fn describe(g: &Grid, width: u64) -> String {
+    if g.count == 0 {
+        format!("fixed at {width}")
+    } else if g.step == 1 {
+        format!("{}..={}", g.min, g.max)
+    } else {
+        format!("multiples of {} in {}..={}", g.step, g.min, g.max)
+    }
+}
+
+/// The JSON schema of an answer: an object with exactly one key per class, each a
+/// width the class may take.
+pub fn schema(classes: &[ClassInfo]) -> Value {
+    let mut properties = Map::new();
+    for c in classes {
+        let property = if c.allowed.count == 0 || c.allowed.count <= MAX_ENUM {
+            json!({"type": "integer", "enum": allowed(c)})
+        } else {
+            json!({"type": "integer", "minimum": c.allowed.min, "maximum": c.allowed.max})
+        };
+        properties.insert(key(c.id), property);
+    }
+    let required: Vec<String> = classes.iter().map(|c| key(c.id)).collect();
+    json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+fn object(widths: &[u64]) -> String {
+    let mut out = String::from("{");
+    for (i, w) in widths.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "\"{}\": {w}", key(i));
+    }
+    out.push('}');
+    out
+}
+
+fn assignment_lines(out: &mut String, a: &Assignment) {
+    let _ = writeln!(
+        out,
+        "// {}\n{}",
+        telemetry_text(a.telemetry.as_ref(), a.params, a.flops),
+        object(&a.widths)
+    );
+}
+
+/// The prompt: raw few-shot text for base and instruction-tuned models alike —
+/// what each class is, the widths it may take, evaluated assignments with their
+/// telemetry, the parent's, and an open line for the new one.
+pub fn render(input: &PromptInput) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "// Channel widths of a convolutional network for input {:?} and {} classes.",
+        input.input, input.classes
+    );
+    let _ = writeln!(
+        out,
+        "// Each key is a width class: the layer widths listed must stay equal (x N: times N)."
+    );
+    for c in &input.width_classes {
+        let members: Vec<String> = c
+            .members
+            .iter()
+            .map(|m| {
+                let port = match m.port {
+                    nas_dsl::mutate::Port::In => "in",
+                    nas_dsl::mutate::Port::Out => "out",
+                    nas_dsl::mutate::Port::Groups => "groups",
+                };
+                if m.factor == 1 {
+                    format!("{}.{port}", m.layer)
+                } else {
+                    format!("{}.{port} x {}", m.layer, m.factor)
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "// {}: {}; allowed: {}",
+            key(c.id),
+            members.join(", "),
+            describe(&c.allowed, c.width)
+        );
+    }
+    match (input.budget.max_params, input.budget.max_flops) {
+        (None, None) => {}
+        (p, f) => {
+            let mut limits = Vec::new();
+            if let Some(p) = p {
+                limits.push(format!("{} parameters", thousands(p)));
+            }
+            if let Some(f) = f {
+                limits.push(format!("{} FLOPs", thousands(f)));
+            }
+            let _ = writeln!(out, "// Budget: at most {}.", limits.join(" and "));
+        }
+    }
+    let _ = writeln!(out, "\n// Evaluated width assignments:");
+    for a in &input.assignments {
+        assignment_lines(&mut out, a);
+    }
+    let parent = Assignment {
+        widths: input.width_classes.iter().map(|c| c.width).collect(),
+        params: input.parent.params,
+        flops: input.parent.flops,
+        telemetry: input.parent.telemetry.clone(),
+    };
+    assignment_lines(&mut out, &parent);
+    let _ = write!(
+        out,
+        "\n// A new assignment, different from every one above, that should reach a higher accuracy:\n"
+    );
+    out
+}
+
+/// The repair round: the first prompt, the rejected answer with its errors as
+/// comments, and an open line for the corrected one.
+pub fn repair(first: &str, raw: &str, rejection: &Rejection) -> String {
+    let mut out = first.to_string();
+    let answer = raw.trim();
+    let _ = writeln!(
+        out,
+        "{}\n// Rejected ({}):",
+        if answer.is_empty() { "{}" } else { answer },
+        rejection.outcome
+    );
+    for line in rejection
+        .diagnostics
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
+        let _ = writeln!(out, "// {line}");
+    }
+    out.push_str("\n// A corrected assignment:\n");
+    out
+}
+
+/// The first `{ … }` of an answer (models and servers may add text around it).
+fn json_object(raw: &str) -> Option<&str> {
+    let start = raw.find('{')?;
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, ch) in raw[start..].char_indices() {
+        match ch {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '{' if !in_string => depth += 1,
+            '}' if !in_string => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&raw[start..start + i + 1]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Judges an answer: a JSON object with one allowed width per class of
+/// `parent`, applied to it, re-checked, then judged as any proposal is.
+pub fn judge(ctx: &Context, parent: &Arch, raw: &str) -> Verdict {
+    let reject = |outcome, diagnostics: String| {
+        Verdict::Rejected(Rejection {
+            outcome,
+            source: Some(raw.trim().to_string()),
+            diagnostics,
+        })
+    };
+    let Some(text) = json_object(raw) else {
+        return reject(
+            Outcome::ParseError,
+            "error: the answer holds no complete JSON object".to_string(),
+        );
+    };
+    let object = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return reject(
+                Outcome::ParseError,
+                "error: the answer is not a JSON object".into(),
+            );
+        }
+        Err(e) => {
+            return reject(
+                Outcome::ParseError,
+                format!("error: the answer is not valid JSON: {e}"),
+            );
+        }
+    };
+    let classes = parent.classes();
+    let info = classes.describe(&ctx.widths);
+    let mut malformed = Vec::new();
+    let mut disallowed = Vec::new();
+    let mut widths = Vec::with_capacity(info.len());
+    for c in &info {
+        let k = key(c.id);
+        match object.get(&k).map(|v| (v, v.as_u64())) {
+            None => malformed.push(format!("error: `{k}` is missing")),
+            Some((v, None)) => {
+                malformed.push(format!("error: `{k}` must be a whole number, found {v}"))
+            }
+            Some((_, Some(w))) if w == c.width || c.allowed.contains(w) => widths.push(w),
+            Some((_, Some(w))) => disallowed.push(format!(
+                "error: `{k}` = {w} is not allowed: {}",
+                describe(&c.allowed, c.width)
+            )),
+        }
+    }
+    for k in object.keys() {
+        if !info.iter().any(|c| key(c.id) == *k) {
+            malformed.push(format!(
+                "error: unknown key `{k}`; the keys are c0..c{}",
+                info.len().saturating_sub(1)
+            ));
+        }
+    }
+    if !malformed.is_empty() {
+        malformed.extend(disallowed);
+        return reject(Outcome::ParseError, malformed.join("\n"));
+    }
+    if !disallowed.is_empty() {
+        return reject(Outcome::ShapeError, disallowed.join("\n"));
+    }
+    let net = match classes.apply(parent.net().net(), &widths) {
+        Ok(net) => net,
+        Err(e) => return reject(Outcome::ShapeError, format!("error: {e}")),
+    };
+    match nas_dsl::check_owned(net) {
+        Ok(checked) => ctx.judge_net(checked, None),
+        // The classes make every assignment consistent; a failure here is a bug,
+        // recorded as such rather than trained or hidden.
+        Err(failed) => reject(
+            Outcome::ShapeError,
+            format!(
+                "error: the widths gave a network that fails the checker (a mutator bug):\n{}",
+                failed.1
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_object_is_found_around_text() {
+        assert_eq!(
+            json_object("x {\"a\": {\"b\": 1}} y {}"),
+            Some("{\"a\": {\"b\": 1}}")
+        );
+        assert_eq!(json_object("{\"a\": \"}\"}"), Some("{\"a\": \"}\"}"));
+        assert_eq!(json_object("{\"a\": 1"), None);
+        assert_eq!(json_object("no json"), None);
+    }
+}
