@@ -123,14 +123,15 @@ healthy() {
 }
 
 wait_healthy() {
-    local limit="$1" waited=0
+    # The bound is wall-clock time (a loop count would stretch on a loaded machine,
+    # where each health probe can itself take seconds).
+    local limit="$1" deadline=$((SECONDS + $1))
     while ! healthy; do
-        if (( waited >= limit )); then
+        if (( SECONDS >= deadline )); then
             log "servers not healthy after ${limit}s"
             return 1
         fi
         sleep 1
-        waited=$((waited + 1))
     done
 }
 
