@@ -9,7 +9,7 @@
 //! blank line). [`repair`] builds the one repair round from a rejection.
 
 use super::{Budget, Context, Rejection, Telemetry};
-use nas_dsl::mutate::{Arch, ClassInfo, Generator, Mutator, Port, ValueSet};
+use nas_dsl::mutate::{Arch, ClassInfo, Generator, Grid, Member, Mutator, Port, ValueSet};
 use nas_dsl::summary::thousands;
 use serde::Serialize;
 use std::fmt::Write;
@@ -359,42 +359,43 @@ fn budget_line(budget: &Budget) -> String {
     }
 }
 
+/// A class member as prompts show it: `conv3.in`, `head.in (x16)`.
+pub(crate) fn member_label(m: &Member) -> String {
+    let port = match m.port {
+        Port::In => "in",
+        Port::Out => "out",
+        Port::Groups => "groups",
+    };
+    if m.factor == 1 {
+        format!("{}.{port}", m.layer)
+    } else {
+        format!("{}.{port} (x{})", m.layer, m.factor)
+    }
+}
+
+/// The widths a class may take, as prompts say it: `fixed`, `8..=64` or
+/// `multiples of 8 in 8..=256`.
+pub(crate) fn allowed_text(g: &Grid) -> String {
+    if g.count == 0 {
+        "fixed".to_string()
+    } else if g.step == 1 {
+        format!("{}..={}", g.min, g.max)
+    } else {
+        format!("multiples of {} in {}..={}", g.step, g.min, g.max)
+    }
+}
+
 fn class_lines(input: &PromptInput) -> String {
     let mut out = String::new();
     for c in &input.width_classes {
-        let members: Vec<String> = c
-            .members
-            .iter()
-            .map(|m| {
-                let port = match m.port {
-                    Port::In => "in",
-                    Port::Out => "out",
-                    Port::Groups => "groups",
-                };
-                let factor = if m.factor == 1 {
-                    String::new()
-                } else {
-                    format!(" (x{})", m.factor)
-                };
-                format!("{}.{port}{factor}", m.layer)
-            })
-            .collect();
-        let allowed = if c.allowed.count == 0 {
-            "fixed".to_string()
-        } else if c.allowed.step == 1 {
-            format!("{}..={}", c.allowed.min, c.allowed.max)
-        } else {
-            format!(
-                "multiples of {} in {}..={}",
-                c.allowed.step, c.allowed.min, c.allowed.max
-            )
-        };
+        let members: Vec<String> = c.members.iter().map(member_label).collect();
         let _ = writeln!(
             out,
-            "- class {} = {}: {} (allowed {allowed})",
+            "- class {} = {}: {} (allowed {})",
             c.id,
             c.width,
-            members.join(", ")
+            members.join(", "),
+            allowed_text(&c.allowed)
         );
     }
     out

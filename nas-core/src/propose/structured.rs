@@ -10,9 +10,9 @@
 //! This is for models that cannot write the language reliably (the 270M base
 //! model parses as network text rarely): choosing widths is all they must do.
 
-use super::prompt::{Assignment, PromptInput, telemetry_text};
+use super::prompt::{Assignment, PromptInput, allowed_text, member_label, telemetry_text};
 use super::{Context, Outcome, Rejection, Verdict};
-use nas_dsl::mutate::{Arch, ClassInfo, Grid};
+use nas_dsl::mutate::{Arch, ClassInfo};
 use nas_dsl::summary::thousands;
 use serde_json::{Map, Value, json};
 use std::fmt::Write;
@@ -33,16 +33,6 @@ fn allowed(c: &ClassInfo) -> Vec<u64> {
         vec![c.width]
     } else {
         (0..c.allowed.count).map(|i| c.allowed.nth(i)).collect()
-    }
-}
-
-fn describe(g: &Grid, width: u64) -> String {
-    if g.count == 0 {
-        format!("fixed at {width}")
-    } else if g.step == 1 {
-        format!("{}..={}", g.min, g.max)
-    } else {
-        format!("multiples of {} in {}..={}", g.step, g.min, g.max)
     }
 }
 
@@ -100,31 +90,19 @@ pub fn render(input: &PromptInput) -> String {
     );
     let _ = writeln!(
         out,
-        "// Each key is a width class: the layer widths listed must stay equal (x N: times N)."
+        "// Each key is a width class: the layer widths listed must stay equal ((xN): N times it)."
     );
     for c in &input.width_classes {
-        let members: Vec<String> = c
-            .members
-            .iter()
-            .map(|m| {
-                let port = match m.port {
-                    nas_dsl::mutate::Port::In => "in",
-                    nas_dsl::mutate::Port::Out => "out",
-                    nas_dsl::mutate::Port::Groups => "groups",
-                };
-                if m.factor == 1 {
-                    format!("{}.{port}", m.layer)
-                } else {
-                    format!("{}.{port} x {}", m.layer, m.factor)
-                }
-            })
-            .collect();
+        let members: Vec<String> = c.members.iter().map(member_label).collect();
+        let allowed = match c.allowed.count {
+            0 => format!("fixed at {}", c.width),
+            _ => allowed_text(&c.allowed),
+        };
         let _ = writeln!(
             out,
-            "// {}: {}; allowed: {}",
+            "// {}: {}; allowed: {allowed}",
             key(c.id),
-            members.join(", "),
-            describe(&c.allowed, c.width)
+            members.join(", ")
         );
     }
     match (input.budget.max_params, input.budget.max_flops) {
@@ -250,7 +228,7 @@ pub fn judge(ctx: &Context, parent: &Arch, raw: &str) -> Verdict {
             Some((_, Some(w))) if w == c.width || c.allowed.contains(w) => widths.push(w),
             Some((_, Some(w))) => disallowed.push(format!(
                 "error: `{k}` = {w} is not allowed: {}",
-                describe(&c.allowed, c.width)
+                allowed_text(&c.allowed)
             )),
         }
     }
