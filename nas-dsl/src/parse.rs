@@ -414,14 +414,18 @@ impl Cx {
                 Some(Node::Concat { branches })
             }
             _ => {
-                let args = if input.peek(syn::token::Paren) {
+                let (args, last) = if input.peek(syn::token::Paren) {
                     let content;
-                    parenthesized!(content in input);
-                    Some(self.layer_args(&content)?)
+                    let paren = parenthesized!(content in input);
+                    (Some(self.layer_args(&content)?), paren.span.close())
                 } else {
-                    None
+                    (None, kw.span())
                 };
-                let semi = input.parse::<Token![;]>()?;
+                // A missing `;` is reported where it belongs (after the layer), not
+                // at whatever token follows.
+                let semi = input
+                    .parse::<Token![;]>()
+                    .map_err(|_| syn::Error::new(last, format!("expected `;` after `{text}`")))?;
                 end = self.sp(semi.span);
                 self.layer(&text, keyword, args).map(Node::Layer)
             }
