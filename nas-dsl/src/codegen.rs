@@ -295,7 +295,7 @@ pub fn module(net: &CheckedNet) -> TokenStream {
                 #[allow(missing_docs)]
                 pub #names: #types,
             )*
-            _backend: ::core::marker::PhantomData<B>,
+            __backend: ::core::marker::PhantomData<B>,
         }
 
         impl<B: ::burn::tensor::backend::Backend> #name<B> {
@@ -314,7 +314,7 @@ pub fn module(net: &CheckedNet) -> TokenStream {
             pub fn init(device: &B::Device) -> Self {
                 Self {
                     #( #names: #inits, )*
-                    _backend: ::core::marker::PhantomData,
+                    __backend: ::core::marker::PhantomData,
                 }
             }
 

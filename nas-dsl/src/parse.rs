@@ -358,6 +358,14 @@ impl Cx {
     fn stmt(&self, input: ParseStream) -> syn::Result<Option<Stmt>> {
         let start = input.span();
         let name = if input.peek(syn::Ident) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
+            let id: syn::Ident = input.fork().parse()?;
+            if id.to_string().starts_with("__") {
+                // The generated module's own fields use such names.
+                return Err(syn::Error::new(
+                    id.span(),
+                    format!("layer names starting with `__` are reserved: rename `{id}`"),
+                ));
+            }
             let name = self.ident(input)?;
             input.parse::<Token![:]>()?;
             Some(name)
