@@ -5,6 +5,7 @@
 use crate::ast::*;
 use crate::error::{Diagnostic, ErrorKind, Errors};
 use crate::graph::{CheckedNet, GraphBuilder, GraphNode, LayerInfo, NodeId, Op};
+use crate::print::push_u64;
 use crate::span::Span;
 use std::collections::HashMap;
 use std::fmt;
@@ -270,24 +271,6 @@ impl Names {
             .unwrap_or_default();
         self.next += 1;
         name
-    }
-}
-
-/// Appends `n` in decimal (without the formatting machinery: this is on the
-/// mutator's hot path).
-pub(crate) fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
     }
 }
 

@@ -3,7 +3,6 @@
 //! `parse(print(n)) == n` and equal texts mean equal architectures.
 
 use crate::ast::*;
-use crate::check::push_u64;
 use std::fmt::Write;
 
 /// Prints every net of a file, separated by a blank line.
@@ -119,6 +118,24 @@ impl ArgList<'_> {
         if self.open {
             self.out.push(')');
         }
+    }
+}
+
+/// Appends `n` in decimal (without the formatting machinery: this is on the
+/// mutator's hot path).
+pub(crate) fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
     }
 }
 

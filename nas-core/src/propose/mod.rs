@@ -442,6 +442,36 @@ impl Context {
         }
     }
 
+    /// Judges `parent` with its width classes set to `widths` (the random and
+    /// structured proposers): applied through the mutator, re-checked, then judged
+    /// as any network. The classes make every assignment consistent, so a checker
+    /// failure is a mutator bug, recorded as a shape error rather than skipped.
+    pub fn judge_widths(&self, parent: &Arch, widths: &[u64]) -> Verdict {
+        let reject = |source, diagnostics| {
+            Verdict::Rejected(Rejection {
+                outcome: Outcome::ShapeError,
+                source,
+                diagnostics,
+            })
+        };
+        let net = match parent.classes().apply(parent.net().net(), widths) {
+            Ok(net) => net,
+            Err(e) => return reject(None, format!("error: {e}")),
+        };
+        match nas_dsl::check_owned(net) {
+            Ok(checked) => self.judge_net(checked, None),
+            Err(failed) => {
+                let (net, errors) = *failed;
+                reject(
+                    Some(nas_dsl::print(&net)),
+                    format!(
+                        "error: widths {widths:?} gave a network that fails the checker (a mutator bug):\n{errors}"
+                    ),
+                )
+            }
+        }
+    }
+
     /// Judges a checked network: task fit, budget, novelty. `text` is what the
     /// model wrote, kept in the record (the canonical text otherwise).
     pub fn judge_net(&self, net: CheckedNet, text: Option<&str>) -> Verdict {

@@ -2,7 +2,7 @@
 //! class of the seed network (from the widths each class may take), every other
 //! number following; judged like any proposal.
 
-use super::{Attempt, Context, Outcome, Proposal, Proposer, Rejection, Round, Verdict};
+use super::{Attempt, Context, Proposal, Proposer, Round, Verdict};
 use nas_dsl::mutate::{SeedRng, seed_rng};
 use rand::RngExt;
 use std::time::Instant;
@@ -42,25 +42,7 @@ impl Proposer for RandomProposer {
                 }
             })
             .collect();
-        let verdict = match seed.classes().apply(seed.net().net(), &widths) {
-            Ok(net) => match nas_dsl::check(&net) {
-                Ok(checked) => ctx.judge_net(checked, None),
-                // The width classes guarantee consistency; a failure is a bug, and
-                // is recorded as such rather than skipped.
-                Err(errors) => Verdict::Rejected(Rejection {
-                    outcome: Outcome::ShapeError,
-                    source: Some(nas_dsl::print(&net)),
-                    diagnostics: format!(
-                        "error: random widths failed the checker (a bug): {errors}"
-                    ),
-                }),
-            },
-            Err(e) => Verdict::Rejected(Rejection {
-                outcome: Outcome::ShapeError,
-                source: None,
-                diagnostics: format!("error: {e}"),
-            }),
-        };
+        let verdict = ctx.judge_widths(seed, &widths);
         let raw = match &verdict {
             Verdict::Accepted { source, .. } => source.clone(),
             Verdict::Rejected(r) => r.source.clone().unwrap_or_default(),

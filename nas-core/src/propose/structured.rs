@@ -247,22 +247,7 @@ pub fn judge(ctx: &Context, parent: &Arch, raw: &str) -> Verdict {
     if !disallowed.is_empty() {
         return reject(Outcome::ShapeError, disallowed.join("\n"));
     }
-    let net = match classes.apply(parent.net().net(), &widths) {
-        Ok(net) => net,
-        Err(e) => return reject(Outcome::ShapeError, format!("error: {e}")),
-    };
-    match nas_dsl::check_owned(net) {
-        Ok(checked) => ctx.judge_net(checked, None),
-        // The classes make every assignment consistent; a failure here is a bug,
-        // recorded as such rather than trained or hidden.
-        Err(failed) => reject(
-            Outcome::ShapeError,
-            format!(
-                "error: the widths gave a network that fails the checker (a mutator bug):\n{}",
-                failed.1
-            ),
-        ),
-    }
+    ctx.judge_widths(parent, &widths)
 }
 
 #[cfg(test)]

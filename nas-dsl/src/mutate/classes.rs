@@ -254,10 +254,8 @@ impl WidthClasses {
             classes: self
                 .classes
                 .iter()
-                .map(|c| WidthClass {
-                    width: widths.get(c.id).copied().unwrap_or(c.width),
-                    ..c.clone()
-                })
+                .zip(widths)
+                .map(|(c, &width)| WidthClass { width, ..c.clone() })
                 .collect(),
             slots: Arc::clone(&self.slots),
         })
