@@ -7,7 +7,7 @@ use crate::ast::{Activation, Layer, Net, PoolKind};
 use crate::check::check;
 use crate::error::Diagnostic;
 use crate::graph::{CheckedNet, LayerInfo, Lower};
-use crate::parse::parse_tokens;
+use crate::parse::{derived_owner, parse_tokens};
 use crate::print::print;
 use crate::span::SpanMap;
 use proc_macro2::{Ident, Span, TokenStream, TokenTree};
@@ -23,6 +23,11 @@ pub fn expand(input: TokenStream) -> TokenStream {
         // A second net of the same name is still checked, but only the first
         // becomes a type: two would bury the `duplicate net name` error under
         // rustc's redefinition and conflicting-impl errors.
+        // A net named after another's derived record type is not emitted at all:
+        // its stub would clash as well.
+        if derived_owner(&net.name.text, &parsed.file.nets).is_some() {
+            continue;
+        }
         let first = emitted.insert(net.name.text.as_str());
         if *broken {
             if first {

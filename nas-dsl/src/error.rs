@@ -79,6 +79,15 @@ pub enum ErrorKind {
         /// The name.
         name: String,
     },
+    /// A net named like a type Burn derives for another net of the file
+    /// (`<Net>Record`, `<Net>RecordItem`): lowered to Rust, the two would clash.
+    #[error("net name `{name}` is taken by the record type derived for net `{owner}`")]
+    DerivedNameClash {
+        /// The clashing name.
+        name: String,
+        /// The net whose derived type has that name.
+        owner: String,
+    },
     /// A conv's written input width differs from what reaches it.
     #[error("`{layer}` expects {expected} input channels, but `{producer}` produces {found}")]
     InputChannels {

@@ -189,6 +189,20 @@ impl Cx {
             }
             nets.push(net);
         }
+        for net in &nets {
+            if let Some(owner) = derived_owner(&net.name.text, &nets) {
+                self.error(
+                    Diagnostic::new(
+                        ErrorKind::DerivedNameClash {
+                            name: net.name.text.clone(),
+                            owner: owner.name.text.clone(),
+                        },
+                        net.name.span,
+                    )
+                    .with_note(owner.name.span, "that net is defined here"),
+                );
+            }
+        }
         Ok(nets)
     }
 
@@ -760,6 +774,15 @@ fn parse_u64(lit: &syn::LitInt) -> syn::Result<u64> {
             lit.span(),
             format!("integer too large (at most {})", u64::MAX),
         )
+    })
+}
+
+/// The net of `nets` whose Burn-derived record type (`<Net>Record` or
+/// `<Net>RecordItem`) would be named `name`, if any.
+pub(crate) fn derived_owner<'a>(name: &str, nets: &'a [Net]) -> Option<&'a Net> {
+    nets.iter().find(|owner| {
+        name.strip_prefix(owner.name.text.as_str())
+            .is_some_and(|rest| rest == "Record" || rest == "RecordItem")
     })
 }
 
