@@ -117,13 +117,24 @@ impl ProposerKind {
 
     /// Parses a name, with a clear error listing the choices.
     pub fn parse(name: &str) -> Result<ProposerKind, EvolveError> {
-        ProposerKind::from_str(name.trim(), true).map_err(|_| {
-            EvolveError::Config(format!(
-                "unknown proposer `{}`; expected one of: auto, ollama, openai, mutate, random",
-                name.trim()
-            ))
-        })
+        parse_choice("proposer", name.trim())
     }
+}
+
+/// Parses a named choice (case-insensitive), or an error naming the value and
+/// listing the choices, which come from the type itself.
+fn parse_choice<T: ValueEnum>(what: &str, value: &str) -> Result<T, EvolveError> {
+    T::from_str(value, true).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|p| p.get_name().to_string())
+            .collect();
+        EvolveError::Config(format!(
+            "unknown {what} `{value}`; expected one of: {}",
+            names.join(", ")
+        ))
+    })
 }
 
 impl fmt::Display for ProposerKind {
@@ -450,30 +461,10 @@ impl SearchConfig {
     /// Checks the values and converts the named choices.
     pub fn resolve(&self) -> Result<Resolved, EvolveError> {
         let bad = |m: String| Err(EvolveError::Config(m));
-        let choice = |what: &str, value: &str, names: &[&str]| {
-            EvolveError::Config(format!(
-                "unknown {what} `{value}`; expected one of: {}",
-                names.join(", ")
-            ))
-        };
-        let dataset = DatasetKind::from_str(&self.train.dataset, true).map_err(|_| {
-            choice(
-                "dataset",
-                &self.train.dataset,
-                &["synthetic", "cifar10", "cifar100"],
-            )
-        })?;
-        let schedule = Schedule::from_str(&self.train.schedule, true)
-            .map_err(|_| choice("schedule", &self.train.schedule, &["cosine", "one-cycle"]))?;
-        let backend = BackendKind::from_str(&self.train.backend, true)
-            .map_err(|_| choice("backend", &self.train.backend, &["flex", "cuda", "tch"]))?;
-        let style = Style::from_str(&self.llm.style, true).map_err(|_| {
-            choice(
-                "prompt style",
-                &self.llm.style,
-                &["chat", "completion", "structured"],
-            )
-        })?;
+        let dataset: DatasetKind = parse_choice("dataset", &self.train.dataset)?;
+        let schedule: Schedule = parse_choice("schedule", &self.train.schedule)?;
+        let backend: BackendKind = parse_choice("backend", &self.train.backend)?;
+        let style: Style = parse_choice("prompt style", &self.llm.style)?;
         let widths: ValueSet = self
             .widths
             .parse()
@@ -1699,7 +1690,23 @@ mod tests {
         cfg.train.dataset = "imagenet".into();
         let e = cfg.resolve().unwrap_err().to_string();
         assert!(
-            e.contains("unknown dataset `imagenet`; expected one of: synthetic"),
+            e.contains("unknown dataset `imagenet`; expected one of: synthetic, cifar10, cifar100"),
+            "{e}"
+        );
+        let mut cfg = SearchConfig::default();
+        cfg.llm.style = "poem".into();
+        let e = cfg.resolve().unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "unknown prompt style `poem`; expected one of: chat, completion, structured"
+            ),
+            "{e}"
+        );
+        let mut cfg = SearchConfig::default();
+        cfg.train.schedule = "step".into();
+        let e = cfg.resolve().unwrap_err().to_string();
+        assert!(
+            e.contains("unknown schedule `step`; expected one of: cosine, one-cycle"),
             "{e}"
         );
         let mut cfg = SearchConfig::default();

@@ -220,8 +220,7 @@ async fn structured_on_the_real_model<P: Proposer>(p: &mut P) {
                         a.outcome,
                         Outcome::Ok | Outcome::Duplicate | Outcome::OverBudget
                     ),
-                    "{:?}: {:?}
-raw: {}",
+                    "{:?}: {:?}\nraw: {}",
                     a.outcome,
                     a.diagnostics,
                     a.raw

@@ -706,23 +706,19 @@ impl Checker {
             return out;
         };
         if ci != i {
+            let producer = self.origin_name(flow.origin);
+            let note = format!("`{producer}` produces {ci} channels here");
             self.errors.push(
                 Diagnostic::new(
                     ErrorKind::InputChannels {
                         layer: name.into(),
                         expected: i,
-                        producer: self.origin_name(flow.origin),
+                        producer,
                         found: ci,
                     },
                     c.in_ch.span,
                 )
-                .with_note(
-                    flow.origin_span,
-                    format!(
-                        "`{}` produces {ci} channels here",
-                        self.origin_name(flow.origin)
-                    ),
-                ),
+                .with_note(flow.origin_span, note),
             );
         }
         let Some((oh, ow)) = self.spatial(
@@ -771,27 +767,25 @@ impl Checker {
                 },
                 stmt.keyword,
             )),
-            Some(Shape::Flat(f)) if f != i => self.errors.push(
-                Diagnostic::new(
-                    ErrorKind::InputFeatures {
-                        layer: name.into(),
-                        expected: i,
-                        producer: self.origin_name(flow.origin),
-                        found: f,
-                        detail: flow
-                            .flat
-                            .map_or_else(String::new, |(c, h, w)| format!(" ({c}·{h}·{w})")),
-                    },
-                    l.in_f.span,
+            Some(Shape::Flat(f)) if f != i => {
+                let producer = self.origin_name(flow.origin);
+                let note = format!("`{producer}` produces {f} features here");
+                self.errors.push(
+                    Diagnostic::new(
+                        ErrorKind::InputFeatures {
+                            layer: name.into(),
+                            expected: i,
+                            producer,
+                            found: f,
+                            detail: flow
+                                .flat
+                                .map_or_else(String::new, |(c, h, w)| format!(" ({c}·{h}·{w})")),
+                        },
+                        l.in_f.span,
+                    )
+                    .with_note(flow.origin_span, note),
                 )
-                .with_note(
-                    flow.origin_span,
-                    format!(
-                        "`{}` produces {f} features here",
-                        self.origin_name(flow.origin)
-                    ),
-                ),
-            ),
+            }
             _ => {}
         }
         out

@@ -20,14 +20,14 @@ pub fn expand(input: TokenStream) -> TokenStream {
     let mut out = TokenStream::new();
     let mut emitted = std::collections::HashSet::new();
     for (net, broken) in parsed.file.nets.iter().zip(&parsed.broken) {
-        // A second net of the same name is still checked, but only the first
-        // becomes a type: two would bury the `duplicate net name` error under
-        // rustc's redefinition and conflicting-impl errors.
         // A net named after another's derived record type is not emitted at all:
         // its stub would clash as well.
         if derived_owner(&net.name.text, &parsed.file.nets).is_some() {
             continue;
         }
+        // A second net of the same name is still checked, but only the first
+        // becomes a type: two would bury the `duplicate net name` error under
+        // rustc's redefinition and conflicting-impl errors.
         let first = emitted.insert(net.name.text.as_str());
         if *broken {
             if first {

@@ -41,7 +41,7 @@ fn allowed(c: &ClassInfo) -> Vec<u64> {
 pub fn schema(classes: &[ClassInfo]) -> Value {
     let mut properties = Map::new();
     for c in classes {
-        let property = if c.allowed.count == 0 || c.allowed.count <= MAX_ENUM {
+        let property = if c.allowed.count <= MAX_ENUM {
             json!({"type": "integer", "enum": allowed(c)})
         } else {
             json!({"type": "integer", "minimum": c.allowed.min, "maximum": c.allowed.max})
