@@ -810,8 +810,10 @@ pub struct Summary {
     pub train_s: f64,
     /// Trials trained in this session.
     pub trained: usize,
-    /// The leaderboard.
+    /// The leaderboard (entries within noise of the best marked tied).
     pub leaderboard: Vec<Entry>,
+    /// The noise of a score.
+    pub noise: report::Noise,
 }
 
 impl Summary {
@@ -882,15 +884,85 @@ fn session_seed(seed: u64, steps: u64) -> u64 {
     seed.wrapping_add(steps.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
-/// Loads the task and checks that the seed network fits it.
-fn load_task(cfg: &SearchConfig, r: &Resolved, seed: &CheckedNet) -> Result<Task, EvolveError> {
-    let (train, test) = match r.dataset {
-        DatasetKind::Synthetic => (
+/// The training and test sizes a configuration uses (the synthetic task's
+/// defaults filled in).
+pub fn task_sizes(cfg: &SearchConfig, synthetic: bool) -> (Option<usize>, Option<usize>) {
+    if synthetic {
+        (
             Some(cfg.train.train_size.unwrap_or(SYNTHETIC_TRAIN)),
             Some(cfg.train.test_size.unwrap_or(SYNTHETIC_TEST)),
-        ),
-        _ => (cfg.train.train_size, cfg.train.test_size),
+        )
+    } else {
+        (cfg.train.train_size, cfg.train.test_size)
+    }
+}
+
+/// Writes the sizes the task resolves to into the configuration, so the saved
+/// configuration states them.
+pub fn fill_task_sizes(cfg: &mut SearchConfig, r: &Resolved) {
+    let (train, test) = task_sizes(cfg, r.dataset == DatasetKind::Synthetic);
+    cfg.train.train_size = train;
+    cfg.train.test_size = test;
+}
+
+/// Trains `net` and turns the outcome into a trial's result. The second value
+/// is set when training refused the configuration itself (every trial would):
+/// a search stops then.
+pub fn train_to_result(
+    backend: BackendKind,
+    net: &CheckedNet,
+    task: &Task,
+    cfg: &TrainConfig,
+    obs: &mut dyn train::Observer,
+) -> (TrialResult, Option<String>) {
+    let started = Instant::now();
+    let outcome = train::train_on(backend, net, task, cfg, obs);
+    let secs = started.elapsed().as_secs_f64();
+    let failed = |error: String| TrialResult {
+        status: TrialStatus::Failed,
+        telemetry: serde_json::json!([]),
+        accuracy: None,
+        top5: None,
+        test_loss: None,
+        train_s: secs,
+        error: Some(error),
     };
+    match outcome {
+        Ok(report) => {
+            let last = report.epochs.last();
+            let (status, error) = match &report.outcome {
+                train::Outcome::Completed => (TrialStatus::Done, None),
+                train::Outcome::Diverged {
+                    epoch,
+                    step,
+                    reason,
+                } => (
+                    TrialStatus::Diverged,
+                    Some(format!(
+                        "diverged in epoch {epoch} at step {step}: {reason}"
+                    )),
+                ),
+            };
+            let result = TrialResult {
+                status,
+                telemetry: serde_json::to_value(&report.epochs)
+                    .unwrap_or_else(|_| serde_json::json!([])),
+                accuracy: (status == TrialStatus::Done).then_some(report.top1),
+                top5: (status == TrialStatus::Done).then_some(report.top5),
+                test_loss: last.map(|e| e.test_loss),
+                train_s: secs,
+                error,
+            };
+            (result, None)
+        }
+        Err(TrainError::Config(m)) => (failed(m.clone()), Some(m)),
+        Err(e) => (failed(e.to_string()), None),
+    }
+}
+
+/// Loads the task and checks that the seed network fits it.
+pub fn load_task(cfg: &SearchConfig, r: &Resolved, seed: &CheckedNet) -> Result<Task, EvolveError> {
+    let (train, test) = task_sizes(cfg, r.dataset == DatasetKind::Synthetic);
     let split = data::load(r.dataset, cfg.train.data_dir.as_deref(), train, test)?;
     let task = Task::new(split);
     train::check_fit(seed, &task).map_err(|e| EvolveError::SeedUnfit(e.to_string()))?;
@@ -918,11 +990,8 @@ impl Evolve {
         };
         cfg.name = Some(name.clone());
         let resolved = cfg.resolve()?;
-        if resolved.dataset == DatasetKind::Synthetic {
-            // The saved configuration states the sizes used.
-            cfg.train.train_size.get_or_insert(SYNTHETIC_TRAIN);
-            cfg.train.test_size.get_or_insert(SYNTHETIC_TEST);
-        }
+        // The saved configuration states the sizes used.
+        fill_task_sizes(&mut cfg, &resolved);
         let dir = cfg.runs_dir.join(&name);
         if dir.join(crate::store::sqlite::DB_FILE).exists() {
             return Err(EvolveError::Exists(dir));
@@ -1205,9 +1274,11 @@ impl Evolve {
         tracing::info!(?stopped, "search stage ends");
         self.final_stage(obs)?;
         self.save_elapsed()?;
-        let run = RunData::load(&self.name, &self.store)?;
+        let mut run = RunData::load(&self.name, &self.store)?;
+        run.noise = crate::fidelity::noise_for(&self.cfg, self.dir.parent().unwrap_or(&self.dir));
         let leaderboard = report::write_run(&self.dir, &run)?;
         Ok(Summary {
+            noise: run.noise,
             dir: self.dir.clone(),
             name: self.name.clone(),
             proposer: self.proposer.name().to_string(),
@@ -1489,62 +1560,15 @@ impl Evolve {
         let result = match cached {
             Some(r) => r,
             None => {
-                let started = Instant::now();
-                let outcome = train::train_on(self.resolved.backend, &net, &self.task, &cfg, obs);
-                let secs = started.elapsed().as_secs_f64();
-                self.train_s += secs;
+                let (result, fatal) =
+                    train_to_result(self.resolved.backend, &net, &self.task, &cfg, obs);
+                self.train_s += result.train_s;
                 self.trained += 1;
-                let result = match outcome {
-                    Ok(report) => {
-                        let last = report.epochs.last();
-                        let (status, error) = match &report.outcome {
-                            train::Outcome::Completed => (TrialStatus::Done, None),
-                            train::Outcome::Diverged {
-                                epoch,
-                                step,
-                                reason,
-                            } => (
-                                TrialStatus::Diverged,
-                                Some(format!(
-                                    "diverged in epoch {epoch} at step {step}: {reason}"
-                                )),
-                            ),
-                        };
-                        TrialResult {
-                            status,
-                            telemetry: serde_json::to_value(&report.epochs)
-                                .unwrap_or_else(|_| serde_json::json!([])),
-                            accuracy: (status == TrialStatus::Done).then_some(report.top1),
-                            top5: (status == TrialStatus::Done).then_some(report.top5),
-                            test_loss: last.map(|e| e.test_loss),
-                            train_s: secs,
-                            error,
-                        }
-                    }
-                    Err(TrainError::Config(m)) => {
-                        // A configuration every trial would refuse: stop the run.
-                        let result = TrialResult {
-                            status: TrialStatus::Failed,
-                            telemetry: serde_json::json!([]),
-                            accuracy: None,
-                            top5: None,
-                            test_loss: None,
-                            train_s: secs,
-                            error: Some(m.clone()),
-                        };
-                        self.store.finish_trial(id, &result)?;
-                        return Err(EvolveError::Train(TrainError::Config(m)));
-                    }
-                    Err(e) => TrialResult {
-                        status: TrialStatus::Failed,
-                        telemetry: serde_json::json!([]),
-                        accuracy: None,
-                        top5: None,
-                        test_loss: None,
-                        train_s: secs,
-                        error: Some(e.to_string()),
-                    },
-                };
+                if let Some(m) = fatal {
+                    // A configuration every trial would refuse: stop the run.
+                    self.store.finish_trial(id, &result)?;
+                    return Err(EvolveError::Train(TrainError::Config(m)));
+                }
                 if let Some(c) = &self.cache
                     && let Ok(mut m) = c.lock()
                 {
@@ -1621,13 +1645,19 @@ impl Evolve {
 /// so a report can be made while the run goes on).
 pub fn load_run(dir: &Path) -> Result<RunData, EvolveError> {
     let store = SqliteStore::inspect(dir)?;
-    let name = store
+    let cfg = store
         .meta("config_json")?
-        .and_then(|j| serde_json::from_str::<SearchConfig>(&j).ok())
-        .and_then(|c| c.name)
+        .and_then(|j| serde_json::from_str::<SearchConfig>(&j).ok());
+    let name = cfg
+        .as_ref()
+        .and_then(|c| c.name.clone())
         .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "run".into());
-    Ok(RunData::load(&name, &store)?)
+    let mut run = RunData::load(&name, &store)?;
+    if let Some(cfg) = &cfg {
+        run.noise = crate::fidelity::noise_for(cfg, dir.parent().unwrap_or(dir));
+    }
+    Ok(run)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod corpus;
 pub mod data;
 pub mod evolve;
+pub mod fidelity;
 pub mod pairs;
 pub mod propose;
 pub mod report;

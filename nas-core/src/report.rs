@@ -46,6 +46,74 @@ pub enum ReportError {
     },
 }
 
+/// A score's noise (the seed noise of one trial's top-1) and where the figure
+/// comes from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Noise {
+    /// The noise SD in percentage points, when known.
+    pub sd: Option<f64>,
+    /// Where it comes from, for people.
+    pub source: String,
+}
+
+impl Noise {
+    /// No measurement of this task's noise.
+    pub fn unknown() -> Noise {
+        Noise {
+            sd: None,
+            source: "unknown: run `nas-core fidelity` with this search's task flags to measure it"
+                .into(),
+        }
+    }
+
+    /// The top-1 difference (a fraction, like accuracies) below which two trials
+    /// count as tied: two scores that differ by noise alone stay within
+    /// 1.96·√2·SD of each other 95 % of the time.
+    pub fn tie_margin(&self) -> Option<f64> {
+        self.sd
+            .map(|sd| 1.96 * std::f64::consts::SQRT_2 * sd / 100.0)
+    }
+}
+
+/// Marks the entries within noise of the best one as tied (none when the noise
+/// is unknown).
+pub fn mark_ties(board: &mut [Entry], noise: &Noise) {
+    let top = board
+        .iter()
+        .map(|e| e.accuracy)
+        .fold(f64::NEG_INFINITY, f64::max);
+    for e in board.iter_mut() {
+        e.tied = noise.tie_margin().is_some_and(|m| top - e.accuracy < m);
+    }
+}
+
+/// One sentence on how far the ranking can be trusted.
+pub fn noise_text(board: &[Entry], noise: &Noise) -> String {
+    match noise.sd {
+        Some(sd) => {
+            let tied: Vec<String> = board
+                .iter()
+                .filter(|e| e.tied)
+                .map(|e| e.trial.to_string())
+                .collect();
+            let verdict = if tied.len() > 1 {
+                format!(
+                    "{} trials are within noise of the best and tied with it (trials {}): the search cannot tell them apart",
+                    tied.len(),
+                    tied.join(", ")
+                )
+            } else {
+                "the best trial is ahead of every other by more than the noise".into()
+            };
+            format!(
+                "noise: a score is ±{sd:.2} points (1 SD, {}); {verdict}",
+                noise.source
+            )
+        }
+        None => format!("noise: {}; the ranking may be within noise", noise.source),
+    }
+}
+
 /// Everything recorded about one run.
 #[derive(Clone, Debug)]
 pub struct RunData {
@@ -57,6 +125,8 @@ pub struct RunData {
     pub trials: Vec<TrialRecord>,
     /// Every proposal attempt.
     pub attempts: Vec<AttemptRecord>,
+    /// The noise of its scores (unknown until the caller looks it up).
+    pub noise: Noise,
 }
 
 impl RunData {
@@ -70,6 +140,7 @@ impl RunData {
             config,
             trials: store.trials()?,
             attempts: store.attempts()?,
+            noise: Noise::unknown(),
         })
     }
 
@@ -144,6 +215,8 @@ pub struct Entry {
     pub final_epochs: Option<u32>,
     /// The canonical source.
     pub source: String,
+    /// Within noise of the best entry (see [`mark_ties`]).
+    pub tied: bool,
 }
 
 /// The leaderboard: trained search trials by accuracy (then fewer parameters,
@@ -190,6 +263,7 @@ pub fn leaderboard(trials: &[TrialRecord]) -> Vec<Entry> {
                 final_accuracy: fin.and_then(|f| f.accuracy),
                 final_epochs: fin.map(|f| f.trial.epochs),
                 source: t.trial.source.clone(),
+                tied: false,
             }
         })
         .collect()
@@ -226,8 +300,9 @@ pub fn leaderboard_table(board: &[Entry], limit: usize) -> String {
     for e in board.iter().take(limit) {
         let _ = write!(
             out,
-            "{:>4}  {:>5}  {:>7.2}%  {:>9}  {:>11}  {:>13}  {:<8}",
+            "{:>4}{} {:>5}  {:>7.2}%  {:>9}  {:>11}  {:>13}  {:<8}",
             e.rank,
+            if e.tied { "=" } else { " " },
             e.trial,
             100.0 * e.accuracy,
             e.params.map_or_else(String::new, thousands),
@@ -247,6 +322,9 @@ pub fn leaderboard_table(board: &[Entry], limit: usize) -> String {
     }
     if board.len() > limit {
         let _ = writeln!(out, "… and {} more", board.len() - limit);
+    }
+    if board.iter().any(|e| e.tied) {
+        out.push_str("(=: within noise of the best, tied)\n");
     }
     out
 }
@@ -649,7 +727,8 @@ fn page(title: &str, body: &str) -> String {
 
 /// The body of a run's report (also used inside the comparison report).
 pub fn run_section(run: &RunData) -> Result<String, ReportError> {
-    let board = leaderboard(&run.trials);
+    let mut board = leaderboard(&run.trials);
+    mark_ties(&mut board, &run.noise);
     let mut b = String::new();
     let search: Vec<&TrialRecord> = run.search().collect();
     let by_status = |s: TrialStatus| search.iter().filter(|t| t.status() == s).count();
@@ -685,6 +764,11 @@ pub fn run_section(run: &RunData) -> Result<String, ReportError> {
             count(best.flops),
         );
     }
+    let _ = writeln!(
+        b,
+        "<p><b>Noise.</b> {}</p>",
+        escape(&noise_text(&board, &run.noise))
+    );
     b.push_str("<h2>Plots</h2>\n");
     for svg in [
         plot_accuracy(&run.trials)?,
@@ -698,7 +782,11 @@ pub fn run_section(run: &RunData) -> Result<String, ReportError> {
         let _ = writeln!(
             b,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            e.rank,
+            if e.tied {
+                format!("{} (tied)", e.rank)
+            } else {
+                e.rank.to_string()
+            },
             e.trial,
             e.step,
             escape(&e.proposer),
@@ -826,7 +914,8 @@ fn best_source(best: &Entry) -> String {
 pub fn write_run(dir: &Path, run: &RunData) -> Result<Vec<Entry>, ReportError> {
     let html = render(run)?;
     write_file(&dir.join(REPORT_FILE), &html)?;
-    let board = leaderboard(&run.trials);
+    let mut board = leaderboard(&run.trials);
+    mark_ties(&mut board, &run.noise);
     if let Some(best) = best(&board) {
         let accuracy = best.final_accuracy.unwrap_or(best.accuracy);
         let epochs = best.final_epochs.unwrap_or(best.epochs);
@@ -883,6 +972,49 @@ pub struct PairTest {
     pub welch: Option<Welch>,
     /// Cliff's delta (= rank-biserial correlation) of `a` over `b`.
     pub cliffs_delta: Option<f64>,
+    /// Mean best-found accuracy of `a` minus that of `b` (a fraction).
+    pub mean_difference: Option<f64>,
+    /// What the test shows, in one sentence (significance at 0.05 and the
+    /// difference against the noise of one trial).
+    pub verdict: String,
+}
+
+/// The significance level of the comparison's verdicts.
+pub const ALPHA: f64 = 0.05;
+
+fn pair_verdict(t: &PairTest, noise: &Noise) -> String {
+    let p = t.mann_whitney.map(|m| m.p).or(t.welch.map(|w| w.p));
+    let Some(p) = p else {
+        return format!(
+            "{} vs {}: too few runs to test (each side needs at least 2)",
+            t.a, t.b
+        );
+    };
+    let diff = t.mean_difference.unwrap_or(0.0) * 100.0;
+    let against_noise = match noise.sd {
+        Some(sd) if sd > 0.0 => format!(
+            "; the means differ by {:.2} points, {:.1}× the noise of one trial (±{sd:.2})",
+            diff.abs(),
+            diff.abs() / sd
+        ),
+        _ => format!(
+            "; the means differ by {:.2} points (the noise of one trial is unknown)",
+            diff.abs()
+        ),
+    };
+    if p < ALPHA {
+        let (winner, loser) = if diff >= 0.0 {
+            (&t.a, &t.b)
+        } else {
+            (&t.b, &t.a)
+        };
+        format!("{winner} finds better networks than {loser} (p = {p:.4} < {ALPHA}){against_noise}")
+    } else {
+        format!(
+            "no significant difference between {} and {} (p = {p:.4} ≥ {ALPHA}): these runs do not show that either is better{against_noise}",
+            t.a, t.b
+        )
+    }
 }
 
 /// A comparison of proposers over repeated runs from the same seed network.
@@ -892,6 +1024,8 @@ pub struct Comparison {
     pub proposers: Vec<ProposerResult>,
     /// Every pair.
     pub tests: Vec<PairTest>,
+    /// The noise of one trial's score (from the runs' task).
+    pub noise: Noise,
 }
 
 impl Comparison {
@@ -914,19 +1048,33 @@ impl Comparison {
                 }
             })
             .collect();
+        let noise = runs
+            .iter()
+            .flat_map(|(_, r)| r.iter())
+            .map(|r| r.noise.clone())
+            .find(|n| n.sd.is_some())
+            .unwrap_or_else(Noise::unknown);
         let mut tests = Vec::new();
         for (i, a) in proposers.iter().enumerate() {
             for b in &proposers[i + 1..] {
-                tests.push(PairTest {
+                let mut t = PairTest {
                     a: a.proposer.clone(),
                     b: b.proposer.clone(),
                     mann_whitney: stats::mann_whitney_u(&a.best, &b.best),
                     welch: stats::welch_t(&a.best, &b.best),
                     cliffs_delta: stats::cliffs_delta(&a.best, &b.best),
-                });
+                    mean_difference: a.summary.zip(b.summary).map(|(x, y)| x.mean - y.mean),
+                    verdict: String::new(),
+                };
+                t.verdict = pair_verdict(&t, &noise);
+                tests.push(t);
             }
         }
-        Comparison { proposers, tests }
+        Comparison {
+            proposers,
+            tests,
+            noise,
+        }
     }
 
     /// The terminal tables.
@@ -982,6 +1130,7 @@ impl Comparison {
                     |d| format!("{d:+.3} ({})", stats::delta_magnitude(d))
                 ),
             );
+            let _ = writeln!(out, "  → {}", t.verdict);
         }
         out
     }
@@ -1029,7 +1178,18 @@ impl Comparison {
                 ),
             );
         }
-        b.push_str("</table>\n");
+        b.push_str("</table>\n<ul>\n");
+        for t in &self.tests {
+            let _ = writeln!(b, "<li>{}</li>", escape(&t.verdict));
+        }
+        let _ = writeln!(
+            b,
+            "</ul>\n<p><b>Noise.</b> One trial's score: {}.</p>",
+            escape(&match self.noise.sd {
+                Some(sd) => format!("±{sd:.2} points, {}", self.noise.source),
+                None => self.noise.source.clone(),
+            })
+        );
         b
     }
 
@@ -1112,6 +1272,7 @@ mod tests {
         RunData {
             name: "t".into(),
             config: None,
+            noise: Noise::unknown(),
             trials: vec![
                 rec(1, 0, "seed", TrialStatus::Done, Some(0.5), 100),
                 rec(2, 1, "mutate", TrialStatus::Done, Some(0.7), 300),
@@ -1196,6 +1357,112 @@ mod tests {
         assert!(t.contains("Mann–Whitney U"), "{t}");
         assert!(t.contains("Welch t = n/a"), "{t}");
         assert!(c.section().contains("<table>"));
+        // Two identical runs per side: the exact test cannot reach 0.05.
+        assert!(
+            c.tests[0]
+                .verdict
+                .starts_with("no significant difference between mutate and random"),
+            "{}",
+            c.tests[0].verdict
+        );
+        assert!(
+            c.tests[0]
+                .verdict
+                .contains("differ by 20.00 points (the noise of one trial is unknown)")
+        );
+    }
+
+    #[test]
+    fn a_clear_win_is_named_and_measured_against_the_noise() {
+        let runs = |p: &str, accs: &[f64]| -> Vec<RunData> {
+            accs.iter()
+                .map(|&a| RunData {
+                    trials: vec![rec(1, 1, p, TrialStatus::Done, Some(a), 1)],
+                    noise: Noise {
+                        sd: Some(2.0),
+                        source: "measured".into(),
+                    },
+                    ..run()
+                })
+                .collect()
+        };
+        let c = Comparison::new(&[
+            (
+                "random".into(),
+                runs("random", &[0.50, 0.51, 0.52, 0.53, 0.54]),
+            ),
+            (
+                "ollama".into(),
+                runs("ollama", &[0.60, 0.61, 0.62, 0.63, 0.64]),
+            ),
+        ]);
+        let v = &c.tests[0].verdict;
+        // scipy 1.17.1: mannwhitneyu([.5,.51,.52,.53,.54], [.6,.61,.62,.63,.64]) -> p = 0.007937
+        assert!(
+            v.starts_with("ollama finds better networks than random (p = 0.0079 < 0.05)"),
+            "{v}"
+        );
+        assert!(
+            v.contains("differ by 10.00 points, 5.0× the noise of one trial (±2.00)"),
+            "{v}"
+        );
+        assert_eq!(c.noise.sd, Some(2.0));
+    }
+
+    fn close(a: f64, b: f64, tol: f64) {
+        assert!((a - b).abs() < tol, "{a} vs {b}");
+    }
+
+    #[test]
+    fn trials_within_noise_of_the_best_are_tied() {
+        let mut board = leaderboard(&run().trials);
+        let accs: Vec<f64> = board.iter().map(|e| e.accuracy).collect();
+        assert_eq!(accs, vec![0.7, 0.6, 0.5]);
+        // Unknown noise: nothing is marked, and the text says the noise is unknown.
+        mark_ties(&mut board, &Noise::unknown());
+        assert!(board.iter().all(|e| !e.tied));
+        assert!(noise_text(&board, &Noise::unknown()).starts_with("noise: unknown"));
+        // SD 4 points: margin 1.96·√2·4 = 11.09 points, so 0.7 and 0.6 tie, 0.5 does not.
+        let noise = Noise {
+            sd: Some(4.0),
+            source: "the check".into(),
+        };
+        close(
+            noise.tie_margin().unwrap(),
+            1.96 * 2f64.sqrt() * 0.04,
+            1e-12,
+        );
+        mark_ties(&mut board, &noise);
+        let tied: Vec<bool> = board.iter().map(|e| e.tied).collect();
+        assert_eq!(tied, vec![true, true, false]);
+        let text = noise_text(&board, &noise);
+        assert!(text.contains("±4.00 points (1 SD, the check)"), "{text}");
+        assert!(
+            text.contains("2 trials are within noise of the best and tied with it (trials 2, 4)"),
+            "{text}"
+        );
+        let table = leaderboard_table(&board, 10);
+        assert!(
+            table.contains("(=: within noise of the best, tied)"),
+            "{table}"
+        );
+        // A small noise separates them all.
+        let small = Noise {
+            sd: Some(0.5),
+            source: "x".into(),
+        };
+        mark_ties(&mut board, &small);
+        assert_eq!(
+            board.iter().filter(|e| e.tied).count(),
+            1,
+            "only the best itself"
+        );
+        assert!(noise_text(&board, &small).contains("ahead of every other by more than the noise"));
+        let html = run_section(&RunData { noise, ..run() }).unwrap();
+        assert!(
+            html.contains("1 (tied)") && html.contains("2 (tied)"),
+            "{html}"
+        );
     }
 
     #[test]

@@ -3,8 +3,12 @@
 //! continuity corrections, as SciPy chooses), Welch's t-test, and Cliff's delta
 //! (equal to the rank-biserial correlation). The Student t and normal
 //! distributions come from `statrs`; what no crate provides is written here and
-//! tested against SciPy's values.
+//! tested against SciPy's values. For paired samples there are Pearson's r, the
+//! rank correlations Spearman's rho and Kendall's tau-b, a seeded percentile
+//! bootstrap interval over pairs, and the pooled within-group standard deviation.
 
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64;
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 
@@ -252,6 +256,169 @@ pub fn delta_magnitude(d: f64) -> &'static str {
     }
 }
 
+/// Whether `x` and `y` are paired samples that a correlation can be computed on:
+/// equal lengths, at least two pairs, and no NaN.
+fn paired(x: &[f64], y: &[f64]) -> bool {
+    x.len() == y.len() && x.len() >= 2 && !x.iter().chain(y).any(|v| v.is_nan())
+}
+
+/// Pearson's product-moment correlation of the pairs `(x[i], y[i])`, as SciPy's
+/// `pearsonr(x, y).statistic`. `None` when the lengths differ, there are fewer
+/// than two pairs, a value is NaN, or either side is constant.
+pub fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
+    if !paired(x, y) || x.iter().all(|&v| v == x[0]) || y.iter().all(|&v| v == y[0]) {
+        return None;
+    }
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        let (dx, dy) = (a - mx, b - my);
+        sxy += dx * dy;
+        sxx += dx * dx;
+        syy += dy * dy;
+    }
+    if sxx <= 0.0 || syy <= 0.0 {
+        return None;
+    }
+    let r = sxy / (sxx.sqrt() * syy.sqrt());
+    r.is_finite().then_some(r.clamp(-1.0, 1.0))
+}
+
+/// Spearman's rank correlation rho: Pearson's r of the average ranks (ties share
+/// the mean of their ranks), as SciPy's `spearmanr(x, y).statistic`. `None` when
+/// the lengths differ, there are fewer than two pairs, a value is NaN, or either
+/// side has all values tied.
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    if !paired(x, y) {
+        return None;
+    }
+    pearson(&ranks(x).0, &ranks(y).0)
+}
+
+/// The sign of `a − b` as −1, 0 or 1 (for values that are not NaN).
+fn sign(a: f64, b: f64) -> i64 {
+    if a < b {
+        -1
+    } else if a > b {
+        1
+    } else {
+        0
+    }
+}
+
+/// Kendall's tau-b, `(C − D) / sqrt((P − Tx)·(P − Ty))` over the `P` pairs of
+/// observations, where `C` and `D` count concordant and discordant pairs and `Tx`,
+/// `Ty` those tied in `x` and in `y`, as SciPy's `kendalltau(x, y).statistic`
+/// (variant `'b'`). O(n²). `None` when the lengths differ, there are fewer than two
+/// pairs, a value is NaN, or either side has all values tied.
+pub fn kendall_tau_b(x: &[f64], y: &[f64]) -> Option<f64> {
+    if !paired(x, y) {
+        return None;
+    }
+    let n = x.len();
+    let (mut score, mut tied_x, mut tied_y) = (0i64, 0i64, 0i64);
+    for i in 0..n {
+        for j in i + 1..n {
+            let (sx, sy) = (sign(x[i], x[j]), sign(y[i], y[j]));
+            tied_x += i64::from(sx == 0);
+            tied_y += i64::from(sy == 0);
+            score += sx * sy;
+        }
+    }
+    let pairs = (n * (n - 1) / 2) as i64;
+    let (dx, dy) = (pairs - tied_x, pairs - tied_y);
+    if dx == 0 || dy == 0 {
+        return None;
+    }
+    let tau = score as f64 / ((dx as f64).sqrt() * (dy as f64).sqrt());
+    Some(tau.clamp(-1.0, 1.0))
+}
+
+/// A confidence interval `[lo, hi]`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Interval {
+    /// Lower bound.
+    pub lo: f64,
+    /// Upper bound.
+    pub hi: f64,
+}
+
+/// The `q`-quantile (`0 ≤ q ≤ 1`) of an ascending, non-empty `sorted`, by linear
+/// interpolation between order statistics (NumPy's default `'linear'` method).
+fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * q;
+    let below = h.floor() as usize;
+    match sorted.get(below + 1) {
+        Some(&next) => sorted[below] + (h - below as f64) * (next - sorted[below]),
+        None => sorted[below],
+    }
+}
+
+/// A percentile bootstrap confidence interval for `stat` over the pairs
+/// `(x[i], y[i])`: `resamples` times, draw `n` pair indices with replacement from a
+/// `Pcg64` seeded with `seed` and evaluate `stat` on the resampled pairs, skipping
+/// resamples where it is `None`; the interval runs between the `(1 − level)/2` and
+/// `1 − (1 − level)/2` quantiles of the values (linear interpolation, as NumPy's
+/// `percentile`). Deterministic for a fixed seed. `None` when the lengths differ,
+/// the samples are empty, `level` is not strictly between 0 and 1, or fewer than
+/// half of the resamples give a value.
+pub fn bootstrap_pairs(
+    x: &[f64],
+    y: &[f64],
+    stat: fn(&[f64], &[f64]) -> Option<f64>,
+    resamples: usize,
+    level: f64,
+    seed: u64,
+) -> Option<Interval> {
+    if x.len() != y.len() || x.is_empty() || resamples == 0 || !(level > 0.0 && level < 1.0) {
+        return None;
+    }
+    let n = x.len();
+    let mut rng = Pcg64::seed_from_u64(seed);
+    let (mut bx, mut by) = (vec![0.0; n], vec![0.0; n]);
+    let mut values = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        for k in 0..n {
+            let i = rng.random_range(0..n);
+            bx[k] = x[i];
+            by[k] = y[i];
+        }
+        if let Some(v) = stat(&bx, &by).filter(|v| !v.is_nan()) {
+            values.push(v);
+        }
+    }
+    if values.is_empty() || 2 * values.len() < resamples {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let tail = (1.0 - level) / 2.0;
+    Some(Interval {
+        lo: quantile_sorted(&values, tail),
+        hi: quantile_sorted(&values, 1.0 - tail),
+    })
+}
+
+/// The pooled within-group standard deviation
+/// `sqrt(Σ_g Σ (x − mean_g)² / Σ_g (n_g − 1))`; groups with a single value (or
+/// none) contribute nothing. `None` when the denominator is 0 (no group has two
+/// values) or a value is NaN.
+pub fn pooled_sd(groups: &[Vec<f64>]) -> Option<f64> {
+    let (mut squares, mut df) = (0.0, 0usize);
+    for g in groups {
+        if g.iter().any(|v| v.is_nan()) {
+            return None;
+        }
+        if g.len() < 2 {
+            continue;
+        }
+        let mean = g.iter().sum::<f64>() / g.len() as f64;
+        squares += g.iter().map(|v| (v - mean).powi(2)).sum::<f64>();
+        df += g.len() - 1;
+    }
+    (df > 0).then(|| (squares / df as f64).sqrt())
+}
+
 #[cfg(test)]
 #[allow(clippy::approx_constant)] // published sample data, not a constant
 mod tests {
@@ -396,5 +563,157 @@ mod tests {
         close(s.sd, (14.0f64 / 3.0).sqrt(), 1e-15);
         assert_eq!(summary(&[]), None);
         assert_eq!(summary(&[1.0]).unwrap().sd, 0.0);
+    }
+
+    /// Ties in both coordinates, paired with `A`.
+    const E: [f64; 8] = [1.0, 1.0, 3.0, 2.0, 4.0, 4.0, 4.0, 6.0];
+
+    #[test]
+    fn correlations_without_ties_match_scipy() {
+        let x = &C[..10];
+        // scipy 1.17.1: stats.pearsonr(C[:10], D).statistic -> -0.2933200207260166
+        close(pearson(x, &D).unwrap(), -0.2933200207260166, 1e-12);
+        // scipy 1.17.1: stats.spearmanr(C[:10], D).statistic -> 0.28484848484848485
+        close(spearman(x, &D).unwrap(), 0.28484848484848485, 1e-12);
+        // scipy 1.17.1: stats.kendalltau(C[:10], D).statistic -> 0.28888888888888886
+        close(kendall_tau_b(x, &D).unwrap(), 0.28888888888888886, 1e-12);
+        // Symmetric in the two samples; reversing one flips the sign.
+        close(spearman(&D, x).unwrap(), 0.28484848484848485, 1e-12);
+        let rev: Vec<f64> = D.iter().map(|v| -v).collect();
+        close(kendall_tau_b(x, &rev).unwrap(), -0.28888888888888886, 1e-12);
+    }
+
+    #[test]
+    fn correlations_with_ties_match_scipy() {
+        // scipy 1.17.1: stats.pearsonr(A, E).statistic -> 0.8711068667159776
+        close(pearson(&A, &E).unwrap(), 0.8711068667159776, 1e-12);
+        // scipy 1.17.1: stats.spearmanr(A, E).statistic -> 0.8670886075949368
+        close(spearman(&A, &E).unwrap(), 0.8670886075949368, 1e-12);
+        // scipy 1.17.1: stats.kendalltau(A, E).statistic -> 0.7916666666666667
+        close(kendall_tau_b(&A, &E).unwrap(), 0.7916666666666667, 1e-12);
+        // A monotone relation is a perfect rank correlation.
+        let sq: Vec<f64> = A.iter().map(|v| v * v * v).collect();
+        close(spearman(&A, &sq).unwrap(), 1.0, 1e-15);
+        close(kendall_tau_b(&A, &sq).unwrap(), 1.0, 1e-15);
+    }
+
+    #[test]
+    fn correlations_of_degenerate_inputs_are_none() {
+        type Corr = fn(&[f64], &[f64]) -> Option<f64>;
+        for f in [pearson as Corr, spearman, kendall_tau_b] {
+            // Constant side (0.1 does not average to exactly 0.1).
+            assert_eq!(f(&[0.1, 0.1, 0.1], &[1.0, 2.0, 3.0]), None);
+            assert_eq!(f(&[1.0, 2.0, 3.0], &[5.0, 5.0, 5.0]), None);
+            // Mismatched lengths, NaN, fewer than two pairs.
+            assert_eq!(f(&[1.0, 2.0, 3.0], &[1.0, 2.0]), None);
+            assert_eq!(f(&[1.0, f64::NAN, 3.0], &[1.0, 2.0, 3.0]), None);
+            assert_eq!(f(&[1.0], &[1.0]), None);
+            assert_eq!(f(&[], &[]), None);
+            assert!(f(&[1.0, 2.0], &[2.0, 1.0]).is_some());
+        }
+    }
+
+    /// `n` pairs of a noisy linear relation `y = x + u`, `x` and `u` uniform.
+    fn noisy_line(n: usize, seed: u64) -> (Vec<f64>, Vec<f64>) {
+        let mut rng = Pcg64::seed_from_u64(seed);
+        let x: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..1.0)).collect();
+        let y = x.iter().map(|v| v + rng.random_range(-0.5..0.5)).collect();
+        (x, y)
+    }
+
+    #[test]
+    fn bootstrap_interval_brackets_the_estimate() {
+        type Corr = fn(&[f64], &[f64]) -> Option<f64>;
+        // Strongly correlated: y = 2x + small noise.
+        let (x, u) = noisy_line(30, 11);
+        let y: Vec<f64> = x
+            .iter()
+            .zip(&u)
+            .map(|(a, b)| 2.0 * a + 0.1 * (b - a))
+            .collect();
+        for f in [pearson as Corr, spearman, kendall_tau_b] {
+            let est = f(&x, &y).unwrap();
+            let ci = bootstrap_pairs(&x, &y, f, 2000, 0.95, 42).unwrap();
+            assert!(-1.0 <= ci.lo && ci.lo <= est && est <= ci.hi && ci.hi <= 1.0);
+            assert!(ci.lo > 0.8, "{ci:?}");
+            // Reproducible for a fixed seed.
+            assert_eq!(bootstrap_pairs(&x, &y, f, 2000, 0.95, 42), Some(ci));
+        }
+        // A wider level gives a wider interval from the same draws.
+        let ci90 = bootstrap_pairs(&x, &y, spearman, 500, 0.90, 1).unwrap();
+        let ci99 = bootstrap_pairs(&x, &y, spearman, 500, 0.99, 1).unwrap();
+        assert!(ci99.lo <= ci90.lo && ci90.hi <= ci99.hi);
+    }
+
+    #[test]
+    fn bootstrap_interval_shrinks_with_more_pairs() {
+        let (xs, ys) = noisy_line(10, 3);
+        let (xl, yl) = noisy_line(200, 3);
+        let small = bootstrap_pairs(&xs, &ys, spearman, 1000, 0.95, 9).unwrap();
+        let large = bootstrap_pairs(&xl, &yl, spearman, 1000, 0.95, 9).unwrap();
+        for (ci, x, y) in [(small, &xs, &ys), (large, &xl, &yl)] {
+            let est = spearman(x, y).unwrap();
+            assert!(-1.0 <= ci.lo && ci.lo <= est && est <= ci.hi && ci.hi <= 1.0);
+        }
+        assert!(
+            large.hi - large.lo < 0.5 * (small.hi - small.lo),
+            "{small:?} {large:?}"
+        );
+    }
+
+    #[test]
+    fn bootstrap_degenerate_inputs() {
+        assert_eq!(
+            bootstrap_pairs(&[1.0, 2.0], &[1.0], pearson, 100, 0.95, 0),
+            None
+        );
+        assert_eq!(bootstrap_pairs(&[], &[], pearson, 100, 0.95, 0), None);
+        assert_eq!(bootstrap_pairs(&X, &X, pearson, 0, 0.95, 0), None);
+        assert_eq!(bootstrap_pairs(&X, &X, pearson, 100, 1.0, 0), None);
+        assert_eq!(bootstrap_pairs(&X, &X, pearson, 100, f64::NAN, 0), None);
+        // Constant x: every resample is undefined.
+        assert_eq!(bootstrap_pairs(&[2.0; 6], &Y, pearson, 100, 0.95, 0), None);
+        // A statistic defined only when the first drawn pair is the 2.0 one: a quarter
+        // of the resamples are too few, three quarters enough.
+        let first_is_two: fn(&[f64], &[f64]) -> Option<f64> = |x, _| (x[0] == 2.0).then_some(1.0);
+        let (rare, common) = ([1.0, 1.0, 1.0, 2.0], [2.0, 2.0, 2.0, 1.0]);
+        assert_eq!(
+            bootstrap_pairs(&rare, &rare, first_is_two, 1000, 0.95, 0),
+            None
+        );
+        assert_eq!(
+            bootstrap_pairs(&common, &common, first_is_two, 1000, 0.95, 0),
+            Some(Interval { lo: 1.0, hi: 1.0 })
+        );
+    }
+
+    #[test]
+    fn quantiles_interpolate_like_numpy() {
+        let v = [1.0, 2.0, 4.0, 8.0];
+        // numpy 2.4.6: np.percentile([1, 2, 4, 8], [2.5, 50, 97.5]) -> 1.075, 3.0, 7.7
+        close(quantile_sorted(&v, 0.025), 1.075, 1e-12);
+        close(quantile_sorted(&v, 0.5), 3.0, 1e-12);
+        close(quantile_sorted(&v, 0.975), 7.7, 1e-12);
+        assert_eq!(quantile_sorted(&v, 0.0), 1.0);
+        assert_eq!(quantile_sorted(&v, 1.0), 8.0);
+        assert_eq!(quantile_sorted(&[5.0], 0.3), 5.0);
+    }
+
+    #[test]
+    fn pooled_sd_matches_numpy() {
+        let groups = vec![X.to_vec(), Y.to_vec(), vec![0.9]];
+        // numpy 2.4.6: np.sqrt(sum(((np.array(g) - np.mean(g))**2).sum() for g in G)
+        //     / sum(len(g) - 1 for g in G)), G = [X, Y, [0.9]] -> 0.037461090925563455
+        close(pooled_sd(&groups).unwrap(), 0.037461090925563455, 1e-12);
+        // One group: its sample standard deviation.
+        close(
+            pooled_sd(&[X.to_vec()]).unwrap(),
+            summary(&X).unwrap().sd,
+            1e-12,
+        );
+        assert_eq!(pooled_sd(&[vec![1.0], vec![2.0], vec![]]), None);
+        assert_eq!(pooled_sd(&[]), None);
+        assert_eq!(pooled_sd(&[vec![1.0, f64::NAN]]), None);
+        assert_eq!(pooled_sd(&[vec![3.0, 3.0]]), Some(0.0));
     }
 }

@@ -28,27 +28,10 @@ fn duration_arg(s: &str) -> Result<Seconds, String> {
     Seconds::parse(s)
 }
 
-/// Search options: each overrides the `--config` file, which overrides the
-/// defaults (the no-argument search finishes in about three minutes on 2 cores).
+/// The task, the seed network, the width grid and the training fidelity: the
+/// options a search and a fidelity check share.
 #[derive(Clone, Debug, Default, clap::Args)]
-pub struct SearchArgs {
-    /// Read the search settings from a TOML file (flags override it).
-    #[arg(long, value_name = "FILE.toml")]
-    pub config: Option<PathBuf>,
-
-    /// The run's name: its directory under `--runs-dir` (default: the time).
-    #[arg(long)]
-    pub name: Option<String>,
-
-    /// Where run directories go [default: runs].
-    #[arg(long, value_name = "DIR")]
-    pub runs_dir: Option<PathBuf>,
-
-    /// Who proposes children: auto (ollama when a server answers, else mutate),
-    /// ollama, openai, mutate or random [default: auto].
-    #[arg(long, value_parser = proposer_arg)]
-    pub proposer: Option<ProposerKind>,
-
+pub struct TaskArgs {
     /// The seed network's `.nas` file [default: the embedded models/nas/small_cnn.nas].
     #[arg(long, value_name = "FILE.nas")]
     pub seed_file: Option<PathBuf>,
@@ -57,37 +40,9 @@ pub struct SearchArgs {
     #[arg(long)]
     pub net: Option<String>,
 
-    /// Proposals after the seed network [default: 20].
-    #[arg(long, value_name = "N")]
-    pub trials: Option<u64>,
-
-    /// Stop proposing after this long, e.g. `90s`, `3m`, `1h` [default: 150s].
-    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
-    pub time_budget: Option<Seconds>,
-
-    /// Stop only at `--trials`, with no time budget.
-    #[arg(long, conflicts_with = "time_budget")]
-    pub no_time_budget: bool,
-
     /// Training epochs per trial (the search fidelity) [default: 1].
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
-
-    /// Retrain the top architectures for N epochs at the end.
-    #[arg(long, value_name = "N")]
-    pub final_epochs: Option<usize>,
-
-    /// How many architectures the final stage retrains [default: 3].
-    #[arg(long, value_name = "K")]
-    pub final_top: Option<usize>,
-
-    /// Population size: the top-k trained architectures [default: 8].
-    #[arg(long, value_name = "K")]
-    pub population: Option<usize>,
-
-    /// Tournament size for choosing a parent [default: 3].
-    #[arg(long, value_name = "K")]
-    pub tournament: Option<usize>,
 
     /// Most parameters of a candidate, e.g. `50k` (rejected before training).
     #[arg(long, value_name = "N", value_parser = parse_count)]
@@ -105,10 +60,6 @@ pub struct SearchArgs {
     /// Let the mutator change structure too (duplicate, remove, kernel size).
     #[arg(long)]
     pub structural: bool,
-
-    /// Seeds the proposer and parent selection [default: 0].
-    #[arg(long, value_name = "S")]
-    pub seed: Option<u64>,
 
     /// The task: synthetic, cifar10 or cifar100 [default: synthetic].
     #[arg(long)]
@@ -149,6 +100,64 @@ pub struct SearchArgs {
     /// Turn off crop-and-flip augmentation.
     #[arg(long)]
     pub no_augment: bool,
+}
+
+/// Search options: each overrides the `--config` file, which overrides the
+/// defaults (the no-argument search finishes in about three minutes on 2 cores).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct SearchArgs {
+    /// Read the search settings from a TOML file (flags override it).
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+
+    /// The task, the seed and the fidelity.
+    #[command(flatten)]
+    pub task: TaskArgs,
+
+    /// The run's name: its directory under `--runs-dir` (default: the time).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Where run directories go [default: runs].
+    #[arg(long, value_name = "DIR")]
+    pub runs_dir: Option<PathBuf>,
+
+    /// Who proposes children: auto (ollama when a server answers, else mutate),
+    /// ollama, openai, mutate or random [default: auto].
+    #[arg(long, value_parser = proposer_arg)]
+    pub proposer: Option<ProposerKind>,
+
+    /// Proposals after the seed network [default: 20].
+    #[arg(long, value_name = "N")]
+    pub trials: Option<u64>,
+
+    /// Stop proposing after this long, e.g. `90s`, `3m`, `1h` [default: 150s].
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub time_budget: Option<Seconds>,
+
+    /// Stop only at `--trials`, with no time budget.
+    #[arg(long, conflicts_with = "time_budget")]
+    pub no_time_budget: bool,
+
+    /// Retrain the top architectures for N epochs at the end.
+    #[arg(long, value_name = "N")]
+    pub final_epochs: Option<usize>,
+
+    /// How many architectures the final stage retrains [default: 3].
+    #[arg(long, value_name = "K")]
+    pub final_top: Option<usize>,
+
+    /// Population size: the top-k trained architectures [default: 8].
+    #[arg(long, value_name = "K")]
+    pub population: Option<usize>,
+
+    /// Tournament size for choosing a parent [default: 3].
+    #[arg(long, value_name = "K")]
+    pub tournament: Option<usize>,
+
+    /// Seeds the proposer and parent selection [default: 0].
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
 
     /// The LLM server's URL [default: http://127.0.0.1:11434 for ollama,
     /// http://127.0.0.1:8080 for openai].
@@ -176,6 +185,58 @@ pub struct SearchArgs {
     pub no_repair: bool,
 }
 
+impl TaskArgs {
+    /// Applies the flags given over `c`.
+    pub fn apply(&self, c: &mut SearchConfig) {
+        macro_rules! set {
+            ($($field:ident => $($target:ident).+),* $(,)?) => {
+                $(if let Some(v) = &self.$field { c.$($target).+ = v.clone(); })*
+            };
+        }
+        macro_rules! set_some {
+            ($($field:ident => $($target:ident).+),* $(,)?) => {
+                $(if let Some(v) = &self.$field { c.$($target).+ = Some(v.clone()); })*
+            };
+        }
+        set!(epochs => epochs, widths => widths, dataset => train.dataset, batch => train.batch,
+             lr => train.lr, schedule => train.schedule, train_seed => train.seed,
+             backend => train.backend);
+        set_some!(seed_file => seed_file, net => net, max_params => max_params,
+                  max_flops => max_flops, data_dir => train.data_dir,
+                  train_size => train.train_size, test_size => train.test_size);
+        if self.structural {
+            c.structural = true;
+        }
+        if self.no_augment {
+            c.train.augment = false;
+        }
+    }
+
+    /// The flags given (a resumed run keeps its task, so none may be).
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        macro_rules! check {
+            ($($field:ident => $flag:literal),* $(,)?) => {
+                $(if self.$field.is_some() { given.push($flag); })*
+            };
+        }
+        check!(seed_file => "--seed-file", net => "--net", epochs => "--epochs",
+               max_params => "--max-params", max_flops => "--max-flops", widths => "--widths",
+               dataset => "--dataset", data_dir => "--data-dir", train_size => "--train-size",
+               test_size => "--test-size", batch => "--batch", lr => "--lr",
+               schedule => "--schedule", train_seed => "--train-seed", backend => "--backend");
+        for (set, flag) in [
+            (self.structural, "--structural"),
+            (self.no_augment, "--no-augment"),
+        ] {
+            if set {
+                given.push(flag);
+            }
+        }
+        given
+    }
+}
+
 impl SearchArgs {
     /// The configuration: defaults, then the `--config` file, then the flags.
     pub fn config(&self) -> Result<SearchConfig, EvolveError> {
@@ -193,24 +254,15 @@ impl SearchArgs {
                 $(if let Some(v) = &self.$field { c.$($target).+ = Some(v.clone()); })*
             };
         }
-        set!(runs_dir => runs_dir, proposer => proposer, trials => trials, epochs => epochs,
+        self.task.apply(&mut c);
+        set!(runs_dir => runs_dir, proposer => proposer, trials => trials,
              final_top => final_top, population => population, tournament => tournament,
-             widths => widths, seed => seed, dataset => train.dataset, batch => train.batch,
-             lr => train.lr, schedule => train.schedule, train_seed => train.seed,
-             backend => train.backend, model => llm.model, style => llm.style,
+             seed => seed, model => llm.model, style => llm.style,
              temperature => llm.temperature, llm_timeout => llm.timeout);
-        set_some!(name => name, seed_file => seed_file, net => net, time_budget => time_budget,
-                  final_epochs => final_epochs, max_params => max_params,
-                  max_flops => max_flops, data_dir => train.data_dir,
-                  train_size => train.train_size, test_size => train.test_size, url => llm.url);
+        set_some!(name => name, time_budget => time_budget, final_epochs => final_epochs,
+                  url => llm.url);
         if self.no_time_budget {
             c.time_budget = None;
-        }
-        if self.structural {
-            c.structural = true;
-        }
-        if self.no_augment {
-            c.train.augment = false;
         }
         if self.no_repair {
             c.llm.repair = false;
@@ -221,29 +273,18 @@ impl SearchArgs {
     /// The flags given that `--resume` does not accept (a run keeps its settings;
     /// only its budget and the server's address may change).
     fn fixed_on_resume(&self) -> Vec<&'static str> {
-        let mut given = Vec::new();
+        let mut given = self.task.given();
         macro_rules! check {
             ($($field:ident => $flag:literal),* $(,)?) => {
                 $(if self.$field.is_some() { given.push($flag); })*
             };
         }
         check!(config => "--config", name => "--name", runs_dir => "--runs-dir",
-               proposer => "--proposer", seed_file => "--seed-file", net => "--net",
-               epochs => "--epochs", population => "--population", tournament => "--tournament",
-               max_params => "--max-params", max_flops => "--max-flops", widths => "--widths",
-               seed => "--seed", dataset => "--dataset", data_dir => "--data-dir",
-               train_size => "--train-size", test_size => "--test-size", batch => "--batch",
-               lr => "--lr", schedule => "--schedule", train_seed => "--train-seed",
-               backend => "--backend", model => "--model", style => "--style",
-               temperature => "--temperature");
-        for (set, flag) in [
-            (self.structural, "--structural"),
-            (self.no_augment, "--no-augment"),
-            (self.no_repair, "--no-repair"),
-        ] {
-            if set {
-                given.push(flag);
-            }
+               proposer => "--proposer", population => "--population",
+               tournament => "--tournament", seed => "--seed", model => "--model",
+               style => "--style", temperature => "--temperature");
+        if self.no_repair {
+            given.push("--no-repair");
         }
         given
     }
@@ -483,6 +524,15 @@ impl Drop for Reporter {
     }
 }
 
+impl crate::fidelity::CheckObserver for Reporter {
+    fn training_done(&mut self, done: usize, _total: usize, line: &str) {
+        if let Some(bar) = &self.trials {
+            bar.set_position(done as u64);
+        }
+        self.line(line);
+    }
+}
+
 /// Runs `f` with `tracing` events going to the run's log file.
 pub(super) fn with_log<T>(dir: &Path, f: impl FnOnce() -> T) -> anyhow::Result<T> {
     let path = dir.join(LOG_FILE);
@@ -521,6 +571,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", report::leaderboard_table(&summary.leaderboard, 10));
     }
+    eprintln!(
+        "{}",
+        report::noise_text(&summary.leaderboard, &summary.noise)
+    );
     eprintln!(
         "{} trained in {:.1} s ({:.1} s training, {:.1}% outside training); stopped: {}",
         summary.trained,

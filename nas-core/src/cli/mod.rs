@@ -9,6 +9,7 @@ mod check;
 mod compare;
 mod corpus;
 mod evolve;
+mod fidelity;
 mod fmt;
 mod mutate;
 mod propose;
@@ -59,6 +60,8 @@ pub enum Command {
     Propose(propose::Args),
     /// Search: propose, train and record children of a seed network; then report.
     Evolve(evolve::Args),
+    /// Check a search fidelity: rank agreement with longer training, seed noise.
+    Fidelity(fidelity::Args),
     /// Write a run's report.html and best.nas and print its leaderboard.
     Report(report::Args),
     /// Compare proposers over repeated runs with the same budget (statistics).
@@ -98,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::Corpus(a) => corpus::run(a),
         Command::Propose(a) => propose::run(a),
         Command::Evolve(a) => evolve::run(a),
+        Command::Fidelity(a) => fidelity::run(a),
         Command::Report(a) => report::run(a),
         Command::Compare(a) => compare::run(a),
     };

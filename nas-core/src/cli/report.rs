@@ -45,6 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&board)?);
     } else {
         print!("{}", report::leaderboard_table(&board, args.top));
+        eprintln!("{}", report::noise_text(&board, &run.noise));
         eprintln!("report: {}", args.dir.join(report::REPORT_FILE).display());
     }
     Ok(ExitCode::SUCCESS)
