@@ -49,5 +49,19 @@ check "a missing model file is a clear error" \
 "$HERE/local-llm.sh" status >"$TMP/status"
 check "status names a build that passed its self-test" "$(grep -q 'self-test passed' "$TMP/status"; echo $?)"
 
+# A binary cached under the old layout (bin-<cpu>/, built with the AMX path) is never used:
+# a cache holding it beside the proved build resolves to the proved build.
+REAL_BIN_DIR="$("$HERE/local-llm.sh" bindir)"
+FAKE="$TMP/cache"
+mkdir -p "$FAKE"
+cp -r "$REAL_BIN_DIR" "$FAKE/"
+CPU_KEY="$({ grep -m1 '^model name' /proc/cpuinfo || true; grep -m1 '^flags' /proc/cpuinfo || true; } | sha256sum | cut -c1-12)"
+mkdir -p "$FAKE/bin-$CPU_KEY"
+printf '#!/bin/sh\nexit 42\n' >"$FAKE/bin-$CPU_KEY/llama-server"
+chmod +x "$FAKE/bin-$CPU_KEY/llama-server"
+got="$(NAS_LLM_CACHE="$FAKE" "$HERE/local-llm.sh" bindir 2>/dev/null || true)"
+check "an old-layout cached binary is not picked up (got: $got)" \
+    "$([[ "$got" == "$FAKE/$(basename "$REAL_BIN_DIR")" ]]; echo $?)"
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
