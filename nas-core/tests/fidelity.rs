@@ -60,6 +60,30 @@ fn check(runs: &Path, name: &str, extra: &[&str]) -> Output {
     nas(&args)
 }
 
+/// A small `evolve` run with the `mutate` proposer on the tiny task.
+fn tiny_search(runs: &Path, name: &str, trials: &str, test_size: &str) -> Output {
+    nas(&[
+        "evolve",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--name",
+        name,
+        "--proposer",
+        "mutate",
+        "--trials",
+        trials,
+        "--no-time-budget",
+        "--epochs",
+        "1",
+        "--train-size",
+        "64",
+        "--test-size",
+        test_size,
+        "--batch",
+        "32",
+    ])
+}
+
 #[test]
 fn a_check_writes_its_figures_and_a_search_of_the_same_task_states_its_noise() {
     let tmp = tempfile::tempdir().unwrap();
@@ -117,26 +141,7 @@ fn a_check_writes_its_figures_and_a_search_of_the_same_task_states_its_noise() {
     );
 
     // A search of the same task reads the noise measured by the check.
-    let out = nas(&[
-        "evolve",
-        "--runs-dir",
-        tmp.path().to_str().unwrap(),
-        "--name",
-        "s",
-        "--proposer",
-        "mutate",
-        "--trials",
-        "2",
-        "--no-time-budget",
-        "--epochs",
-        "1",
-        "--train-size",
-        "64",
-        "--test-size",
-        "32",
-        "--batch",
-        "32",
-    ]);
+    let out = tiny_search(tmp.path(), "s", "2", "32");
     let (_, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -150,26 +155,7 @@ fn a_check_writes_its_figures_and_a_search_of_the_same_task_states_its_noise() {
     );
 
     // Another task (more test images): no measurement applies.
-    let out = nas(&[
-        "evolve",
-        "--runs-dir",
-        tmp.path().to_str().unwrap(),
-        "--name",
-        "other",
-        "--proposer",
-        "mutate",
-        "--trials",
-        "1",
-        "--no-time-budget",
-        "--epochs",
-        "1",
-        "--train-size",
-        "64",
-        "--test-size",
-        "48",
-        "--batch",
-        "32",
-    ]);
+    let out = tiny_search(tmp.path(), "other", "1", "48");
     let (_, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("noise: unknown"), "{stderr}");
@@ -352,26 +338,7 @@ fn bad_flags_get_clear_errors() {
     );
 
     // A search's directory is not a fidelity check.
-    let out = nas(&[
-        "evolve",
-        "--runs-dir",
-        tmp.path().to_str().unwrap(),
-        "--name",
-        "search",
-        "--proposer",
-        "mutate",
-        "--trials",
-        "1",
-        "--no-time-budget",
-        "--epochs",
-        "1",
-        "--train-size",
-        "64",
-        "--test-size",
-        "32",
-        "--batch",
-        "32",
-    ]);
+    let out = tiny_search(tmp.path(), "search", "1", "32");
     assert!(out.status.success(), "{}", text(&out).1);
     let out = nas(&[
         "fidelity",

@@ -17,6 +17,27 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 
+/// Copies each flag that was given onto its field of the configuration.
+macro_rules! set {
+    ($args:ident, $c:ident; $($field:ident => $($target:ident).+),* $(,)?) => {
+        $(if let Some(v) = &$args.$field { $c.$($target).+ = v.clone(); })*
+    };
+}
+
+/// Copies each flag that was given onto its optional field of the configuration.
+macro_rules! set_some {
+    ($args:ident, $c:ident; $($field:ident => $($target:ident).+),* $(,)?) => {
+        $(if let Some(v) = &$args.$field { $c.$($target).+ = Some(v.clone()); })*
+    };
+}
+
+/// Lists each flag that was given.
+macro_rules! given_flags {
+    ($args:ident, $given:ident; $($field:ident => $flag:literal),* $(,)?) => {
+        $(if $args.$field.is_some() { $given.push($flag); })*
+    };
+}
+
 fn proposer_arg(s: &str) -> Result<ProposerKind, String> {
     ProposerKind::parse(s).map_err(|e| match e {
         EvolveError::Config(m) => m,
@@ -188,20 +209,10 @@ pub struct SearchArgs {
 impl TaskArgs {
     /// Applies the flags given over `c`.
     pub fn apply(&self, c: &mut SearchConfig) {
-        macro_rules! set {
-            ($($field:ident => $($target:ident).+),* $(,)?) => {
-                $(if let Some(v) = &self.$field { c.$($target).+ = v.clone(); })*
-            };
-        }
-        macro_rules! set_some {
-            ($($field:ident => $($target:ident).+),* $(,)?) => {
-                $(if let Some(v) = &self.$field { c.$($target).+ = Some(v.clone()); })*
-            };
-        }
-        set!(epochs => epochs, widths => widths, dataset => train.dataset, batch => train.batch,
+        set!(self, c; epochs => epochs, widths => widths, dataset => train.dataset, batch => train.batch,
              lr => train.lr, schedule => train.schedule, train_seed => train.seed,
              backend => train.backend);
-        set_some!(seed_file => seed_file, net => net, max_params => max_params,
+        set_some!(self, c; seed_file => seed_file, net => net, max_params => max_params,
                   max_flops => max_flops, data_dir => train.data_dir,
                   train_size => train.train_size, test_size => train.test_size);
         if self.structural {
@@ -215,12 +226,7 @@ impl TaskArgs {
     /// The flags given (a resumed run keeps its task, so none may be).
     pub fn given(&self) -> Vec<&'static str> {
         let mut given = Vec::new();
-        macro_rules! check {
-            ($($field:ident => $flag:literal),* $(,)?) => {
-                $(if self.$field.is_some() { given.push($flag); })*
-            };
-        }
-        check!(seed_file => "--seed-file", net => "--net", epochs => "--epochs",
+        given_flags!(self, given; seed_file => "--seed-file", net => "--net", epochs => "--epochs",
                max_params => "--max-params", max_flops => "--max-flops", widths => "--widths",
                dataset => "--dataset", data_dir => "--data-dir", train_size => "--train-size",
                test_size => "--test-size", batch => "--batch", lr => "--lr",
@@ -244,22 +250,12 @@ impl SearchArgs {
             Some(path) => SearchConfig::from_toml_file(path)?,
             None => SearchConfig::default(),
         };
-        macro_rules! set {
-            ($($field:ident => $($target:ident).+),* $(,)?) => {
-                $(if let Some(v) = &self.$field { c.$($target).+ = v.clone(); })*
-            };
-        }
-        macro_rules! set_some {
-            ($($field:ident => $($target:ident).+),* $(,)?) => {
-                $(if let Some(v) = &self.$field { c.$($target).+ = Some(v.clone()); })*
-            };
-        }
         self.task.apply(&mut c);
-        set!(runs_dir => runs_dir, proposer => proposer, trials => trials,
+        set!(self, c; runs_dir => runs_dir, proposer => proposer, trials => trials,
              final_top => final_top, population => population, tournament => tournament,
              seed => seed, model => llm.model, style => llm.style,
              temperature => llm.temperature, llm_timeout => llm.timeout);
-        set_some!(name => name, time_budget => time_budget, final_epochs => final_epochs,
+        set_some!(self, c; name => name, time_budget => time_budget, final_epochs => final_epochs,
                   url => llm.url);
         if self.no_time_budget {
             c.time_budget = None;
@@ -274,12 +270,7 @@ impl SearchArgs {
     /// only its budget and the server's address may change).
     fn fixed_on_resume(&self) -> Vec<&'static str> {
         let mut given = self.task.given();
-        macro_rules! check {
-            ($($field:ident => $flag:literal),* $(,)?) => {
-                $(if self.$field.is_some() { given.push($flag); })*
-            };
-        }
-        check!(config => "--config", name => "--name", runs_dir => "--runs-dir",
+        given_flags!(self, given; config => "--config", name => "--name", runs_dir => "--runs-dir",
                proposer => "--proposer", population => "--population",
                tournament => "--tournament", seed => "--seed", model => "--model",
                style => "--style", temperature => "--temperature");
