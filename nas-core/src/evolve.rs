@@ -1275,7 +1275,7 @@ impl Evolve {
         self.final_stage(obs)?;
         self.save_elapsed()?;
         let mut run = RunData::load(&self.name, &self.store)?;
-        run.noise = crate::fidelity::noise_for(&self.cfg, self.dir.parent().unwrap_or(&self.dir));
+        run.noise = crate::fidelity::noise_near(&self.cfg, &self.dir);
         let leaderboard = report::write_run(&self.dir, &run)?;
         Ok(Summary {
             noise: run.noise,
@@ -1655,7 +1655,7 @@ pub fn load_run(dir: &Path) -> Result<RunData, EvolveError> {
         .unwrap_or_else(|| "run".into());
     let mut run = RunData::load(&name, &store)?;
     if let Some(cfg) = &cfg {
-        run.noise = crate::fidelity::noise_for(cfg, dir.parent().unwrap_or(dir));
+        run.noise = crate::fidelity::noise_near(cfg, dir);
     }
     Ok(run)
 }

@@ -754,6 +754,18 @@ pub fn noise_for(cfg: &SearchConfig, runs_dir: &Path) -> Noise {
     }
 }
 
+/// The noise of the search in `run_dir`: from a check beside it (in its runs
+/// directory) or one level up (a comparison keeps its runs one level deeper).
+pub fn noise_near(cfg: &SearchConfig, run_dir: &Path) -> Noise {
+    run_dir
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| noise_for(cfg, dir))
+        .find(|n| n.sd.is_some())
+        .unwrap_or_else(Noise::unknown)
+}
+
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
 }

@@ -154,6 +154,38 @@ fn a_check_writes_its_figures_and_a_search_of_the_same_task_states_its_noise() {
         "{report}"
     );
 
+    // A comparison of the same task keeps its runs one level deeper: it finds the
+    // check too and measures differences against that noise.
+    let out = nas(&[
+        "compare",
+        "--runs-dir",
+        tmp.path().to_str().unwrap(),
+        "--name",
+        "cmp",
+        "--proposers",
+        "mutate,random",
+        "--seeds",
+        "2",
+        "--trials",
+        "1",
+        "--no-time-budget",
+        "--epochs",
+        "1",
+        "--train-size",
+        "64",
+        "--test-size",
+        "32",
+        "--batch",
+        "32",
+        "--json",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let c: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(c["noise"]["sd"].is_number(), "{stdout}");
+    let verdict = c["tests"][0]["verdict"].as_str().unwrap();
+    assert!(verdict.contains("× the noise of one trial"), "{verdict}");
+
     // Another task (more test images): no measurement applies.
     let out = tiny_search(tmp.path(), "other", "1", "48");
     let (_, stderr) = text(&out);
