@@ -886,8 +886,8 @@ fn session_seed(seed: u64, steps: u64) -> u64 {
 
 /// The training and test sizes a configuration uses (the synthetic task's
 /// defaults filled in).
-pub fn task_sizes(cfg: &SearchConfig, synthetic: bool) -> (Option<usize>, Option<usize>) {
-    if synthetic {
+pub fn task_sizes(cfg: &SearchConfig, r: &Resolved) -> (Option<usize>, Option<usize>) {
+    if r.dataset == DatasetKind::Synthetic {
         (
             Some(cfg.train.train_size.unwrap_or(SYNTHETIC_TRAIN)),
             Some(cfg.train.test_size.unwrap_or(SYNTHETIC_TEST)),
@@ -900,7 +900,7 @@ pub fn task_sizes(cfg: &SearchConfig, synthetic: bool) -> (Option<usize>, Option
 /// Writes the sizes the task resolves to into the configuration, so the saved
 /// configuration states them.
 pub fn fill_task_sizes(cfg: &mut SearchConfig, r: &Resolved) {
-    let (train, test) = task_sizes(cfg, r.dataset == DatasetKind::Synthetic);
+    let (train, test) = task_sizes(cfg, r);
     cfg.train.train_size = train;
     cfg.train.test_size = test;
 }
@@ -962,7 +962,7 @@ pub fn train_to_result(
 
 /// Loads the task and checks that the seed network fits it.
 pub fn load_task(cfg: &SearchConfig, r: &Resolved, seed: &CheckedNet) -> Result<Task, EvolveError> {
-    let (train, test) = task_sizes(cfg, r.dataset == DatasetKind::Synthetic);
+    let (train, test) = task_sizes(cfg, r);
     let split = data::load(r.dataset, cfg.train.data_dir.as_deref(), train, test)?;
     let task = Task::new(split);
     train::check_fit(seed, &task).map_err(|e| EvolveError::SeedUnfit(e.to_string()))?;

@@ -21,7 +21,6 @@
 //! `fidelity.json` (read by `evolve` and `report` to state a search's noise) and
 //! `fidelity.html` (a scatter plot with seed error bars).
 
-use crate::data::DatasetKind;
 use crate::evolve::{self, EvolveError, Resolved, SearchConfig, SearchObserver};
 use crate::report::{Noise, escape};
 use crate::stats::{self, Interval};
@@ -142,12 +141,8 @@ pub struct TaskKey {
 
 impl TaskKey {
     /// The key of a search configuration (with the sizes it resolves to).
-    pub fn of(cfg: &SearchConfig, seed: &CheckedNet) -> TaskKey {
-        let synthetic = cfg
-            .train
-            .dataset
-            .eq_ignore_ascii_case(DatasetKind::Synthetic.name());
-        let (train, test) = evolve::task_sizes(cfg, synthetic);
+    pub fn of(cfg: &SearchConfig, r: &Resolved, seed: &CheckedNet) -> TaskKey {
+        let (train, test) = evolve::task_sizes(cfg, r);
         TaskKey {
             seed_hash: crate::propose::identity(seed.net()),
             dataset: cfg.train.dataset.to_ascii_lowercase(),
@@ -499,11 +494,6 @@ impl Check {
         &self.dir
     }
 
-    /// The effective configuration.
-    pub fn config(&self) -> &SearchConfig {
-        &self.cfg
-    }
-
     /// Trainings planned and already finished.
     pub fn progress(&self) -> Result<(usize, usize), EvolveError> {
         let trials = self.store.trials()?;
@@ -648,7 +638,7 @@ impl Check {
             }
         }
         Ok(analyse(
-            TaskKey::of(&self.cfg, &self.seed),
+            TaskKey::of(&self.cfg, &self.resolved, &self.seed),
             self.settings,
             self.cfg.epochs,
             members,
@@ -719,11 +709,10 @@ pub fn noise_for(cfg: &SearchConfig, runs_dir: &Path) -> Noise {
     let Ok(seed) = evolve::seed_network(cfg) else {
         return unknown;
     };
-    let mut cfg = cfg.clone();
-    if let Ok(r) = cfg.resolve() {
-        evolve::fill_task_sizes(&mut cfg, &r);
-    }
-    let key = TaskKey::of(&cfg, &seed);
+    let Ok(r) = cfg.resolve() else {
+        return unknown;
+    };
+    let key = TaskKey::of(cfg, &r, &seed);
     let Ok(entries) = std::fs::read_dir(runs_dir) else {
         return unknown;
     };
