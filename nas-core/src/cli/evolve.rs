@@ -336,7 +336,8 @@ impl SearchArgs {
 /// trained for one epoch on 8,000 images (batch 32, peak learning rate 0.1, no
 /// augmentation) and scored on 5,000 test images, proposing for at most 150 s.
 /// Everything goes to `runs/<name>/`: nas.db (every proposal and trial),
-/// config.toml (the effective settings), evolve.log, best.nas and report.html. A killed run continues with `--resume runs/<name>`.
+/// config.toml (the effective settings), evolve.log, best.nas and report.html.
+/// A killed run continues with `--resume runs/<name>`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Search settings.
