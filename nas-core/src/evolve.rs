@@ -346,6 +346,12 @@ pub struct LlmSettings {
     pub retries: u32,
     /// Whether a rejected answer gets one repair round.
     pub repair: bool,
+    /// Answers sampled per proposal before the repair round (the first
+    /// acceptable one is kept).
+    pub samples: u32,
+    /// Whether the next proposal is asked for while a trial trains (it sees the
+    /// results finished so far); otherwise only after the trial ends.
+    pub propose_ahead: bool,
 }
 
 impl Default for LlmSettings {
@@ -360,6 +366,8 @@ impl Default for LlmSettings {
             timeout: Seconds(d.timeout.as_secs_f64()),
             retries: d.retries,
             repair: d.repair,
+            samples: d.samples,
+            propose_ahead: true,
         }
     }
 }
@@ -482,6 +490,12 @@ impl SearchConfig {
         }
         if self.population == 0 || self.tournament == 0 {
             return bad("`population` and `tournament` must be at least 1".into());
+        }
+        if !(1..=16).contains(&self.llm.samples) {
+            return bad(format!(
+                "`llm.samples` must be between 1 and 16, not {}",
+                self.llm.samples
+            ));
         }
         if self.train.batch == 0 {
             return bad("the batch size must be at least 1".into());
@@ -691,6 +705,7 @@ fn llm_config(cfg: &SearchConfig, r: &Resolved, url: &str, seed: u64) -> LlmConf
     c.timeout = Duration::from_secs_f64(cfg.llm.timeout.0);
     c.retries = cfg.llm.retries;
     c.repair = cfg.llm.repair;
+    c.samples = cfg.llm.samples;
     c
 }
 

@@ -427,3 +427,100 @@ async fn each_proposal_gets_the_next_sampling_seed() {
         .collect();
     assert_eq!(seeds, [7, 8]);
 }
+
+#[tokio::test]
+async fn several_samples_keep_the_first_acceptable_answer_each_with_its_own_seed() {
+    let backend = Scripted::new(vec![
+        text("no idea"),
+        text(&format!("```nas\n{SEED}\n```")),
+        text(WIDER),
+        text("never asked"),
+    ]);
+    let mut p = LlmProposer::new(
+        backend,
+        LlmConfig {
+            seed: 5,
+            samples: 4,
+            ..config(Style::Chat)
+        },
+    );
+    let proposal = p.propose(&ctx(Budget::default())).await;
+    let outcomes: Vec<Outcome> = proposal.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::ParseError, Outcome::Duplicate, Outcome::Ok]
+    );
+    assert!(proposal.attempts.iter().all(|a| a.round == Round::Initial));
+    assert!(proposal.arch.is_some() && !proposal.repaired());
+    let requests = p.backend().requests.lock().unwrap();
+    let seeds: Vec<u64> = requests.iter().map(|r| r.seed).collect();
+    assert_eq!(seeds, [5, 5 + (1 << 32), 5 + (2 << 32)]);
+    // Every sample answers the same first prompt.
+    assert!(requests.iter().all(|r| r.prompt == requests[0].prompt));
+}
+
+#[tokio::test]
+async fn when_no_sample_is_acceptable_the_last_is_repaired_at_a_higher_temperature() {
+    let backend = Scripted::new(vec![
+        text("no idea"),
+        text(&format!("```nas\n{SEED}\n```")),
+        text(WIDER),
+    ]);
+    let mut p = LlmProposer::new(
+        backend,
+        LlmConfig {
+            samples: 2,
+            temperature: 0.7,
+            ..config(Style::Chat)
+        },
+    );
+    let proposal = p.propose(&ctx(Budget::default())).await;
+    let rounds: Vec<(Round, Outcome)> = proposal
+        .attempts
+        .iter()
+        .map(|a| (a.round, a.outcome))
+        .collect();
+    assert_eq!(
+        rounds,
+        [
+            (Round::Initial, Outcome::ParseError),
+            (Round::Initial, Outcome::Duplicate),
+            (Round::Repair, Outcome::Ok)
+        ]
+    );
+    let requests = p.backend().requests.lock().unwrap();
+    let temps: Vec<f32> = requests.iter().map(|r| r.temperature).collect();
+    assert_eq!(temps[..2], [0.7, 0.7]);
+    assert!((temps[2] - 1.0).abs() < 1e-6, "{temps:?}");
+    // The repair round shows the duplicate's diagnostics.
+    let Prompt::Chat { messages } = &requests[2].prompt else {
+        panic!("chat expected")
+    };
+    assert!(
+        messages
+            .last()
+            .unwrap()
+            .content
+            .contains("rejected (duplicate)"),
+        "{:?}",
+        messages.last()
+    );
+}
+
+#[tokio::test]
+async fn a_server_failure_ends_the_sampling_at_once() {
+    let backend = Scripted::new(vec![Err(BackendError::ModelNotFound {
+        model: "m".into(),
+        detail: "gone".into(),
+    })]);
+    let mut p = LlmProposer::new(
+        backend,
+        LlmConfig {
+            samples: 3,
+            ..config(Style::Chat)
+        },
+    );
+    let proposal = p.propose(&ctx(Budget::default())).await;
+    assert_eq!(proposal.attempts.len(), 1);
+    assert_eq!(proposal.outcome(), Outcome::ServerError);
+}

@@ -66,7 +66,7 @@ fn rejected(v: Verdict) -> (Outcome, String) {
 fn the_schema_has_one_required_key_per_class_with_its_allowed_widths() {
     let ctx = context(Budget::default());
     let classes = ctx.best().classes().describe(&ctx.widths);
-    let schema = structured::schema(&classes);
+    let schema = structured::schema(&classes, &[]);
     let keys: Vec<String> = (0..classes.len()).map(|i| format!("c{i}")).collect();
     assert_eq!(schema["type"], "object");
     assert_eq!(schema["additionalProperties"], false);
@@ -83,7 +83,7 @@ fn the_schema_has_one_required_key_per_class_with_its_allowed_widths() {
     }
     // A wide value set is given as a range, not a 1,021-value enum.
     let wide: ValueSet = "uniform:4..=1024".parse().unwrap();
-    let schema = structured::schema(&ctx.best().classes().describe(&wide));
+    let schema = structured::schema(&ctx.best().classes().describe(&wide), &[]);
     assert_eq!(schema["properties"]["c0"]["minimum"], 4);
     assert_eq!(schema["properties"]["c0"]["maximum"], 1024);
 }
@@ -188,16 +188,138 @@ fn structured_prompt_and_its_repair() {
     let Verdict::Rejected(rejection) = structured::judge(&ctx, parent, &raw) else {
         panic!("the parent's widths are a duplicate")
     };
-    let fix = structured::repair(&text, &raw, &rejection);
+    let fix = structured::repair(&text, &raw, &rejection, &input.tried);
     assert!(fix.starts_with(&text));
     assert!(fix.contains("// Rejected (duplicate):"));
+    // The duplicate's repair names the assignments already produced, again.
+    let tail = &fix[text.len()..];
+    assert!(
+        tail.contains(&format!(
+            "Already produced as [c0, c1, ...], each not to be repeated: {:?}",
+            input.tried[0]
+        )),
+        "{tail}"
+    );
     assert!(fix.ends_with("// A corrected assignment:\n"));
     // Every example line of the prompt is an answer the judge reads.
+    // The prompt lists every produced assignment: the parent's first, then the
+    // other trained mutant's (the untrained example was never produced).
+    assert_eq!(input.tried.len(), 2);
+    assert_eq!(input.tried[0], parent.classes().widths());
     for line in text.lines().filter(|l| l.starts_with('{')) {
         let v: Value = serde_json::from_str(line).unwrap();
         assert_eq!(
             v.as_object().unwrap().len(),
             parent.classes().widths().len()
         );
+    }
+}
+
+/// Whether `value` satisfies `schema`, for the subset of JSON Schema the
+/// structured mode writes (`anyOf`, `type: object` with `properties`,
+/// `required` and no other keys, `enum`, `minimum`/`maximum`).
+fn satisfies(schema: &Value, value: &Value) -> bool {
+    if let Some(any) = schema.get("anyOf") {
+        return any.as_array().unwrap().iter().any(|s| satisfies(s, value));
+    }
+    match schema["type"].as_str().unwrap() {
+        "object" => {
+            let object = value.as_object().unwrap();
+            let properties = schema["properties"].as_object().unwrap();
+            let required = schema["required"].as_array().unwrap();
+            assert_eq!(schema["additionalProperties"], false);
+            required
+                .iter()
+                .all(|k| object.contains_key(k.as_str().unwrap()))
+                && object
+                    .iter()
+                    .all(|(k, v)| properties.get(k).is_some_and(|s| satisfies(s, v)))
+        }
+        "integer" => {
+            let w = value.as_u64().unwrap();
+            if let Some(values) = schema.get("enum") {
+                return values
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|v| v.as_u64() == Some(w));
+            }
+            schema["minimum"].as_u64().is_none_or(|lo| w >= lo)
+                && schema["maximum"].as_u64().is_none_or(|hi| w <= hi)
+        }
+        other => panic!("unexpected type {other}"),
+    }
+}
+
+fn object_of(widths: &[u64]) -> Value {
+    serde_json::from_str(&answer(widths)).unwrap()
+}
+
+#[test]
+fn the_schema_leaves_out_exactly_the_tried_assignments() {
+    let net = seed("../models/nas/small_cnn.nas");
+    let widths: ValueSet = "step:8..=64".parse().unwrap();
+    let ctx = Context::new(net, Budget::default(), widths);
+    let classes = ctx.best().classes().describe(&ctx.widths);
+    assert_eq!(classes.len(), 3);
+    let grid: Vec<u64> = (1..=8).map(|i| i * 8).collect();
+    let mut all: Vec<Vec<u64>> = Vec::new();
+    for &a in &grid {
+        for &b in &grid {
+            for &c in &grid {
+                all.push(vec![a, b, c]);
+            }
+        }
+    }
+    // Tried sets sharing prefixes, a whole slice of one class, and an
+    // assignment off the grid (which the schema cannot produce anyway).
+    let mut tried = vec![
+        vec![16, 32, 64],
+        vec![16, 32, 8],
+        vec![16, 24, 64],
+        vec![40, 8, 8],
+        vec![12, 32, 64],
+    ];
+    tried.extend(grid.iter().map(|&c| vec![64, 64, c]));
+    let schema = structured::schema(&classes, &tried);
+    assert!(schema.get("anyOf").is_some(), "{schema}");
+    for a in &all {
+        assert_eq!(
+            satisfies(&schema, &object_of(a)),
+            !tried.contains(a),
+            "{a:?}"
+        );
+    }
+    // Nothing tried: the plain schema takes every assignment.
+    let plain = structured::schema(&classes, &[]);
+    assert!(all.iter().all(|a| satisfies(&plain, &object_of(a))));
+    // Everything tried: no schema can exclude it all, so the plain one stands
+    // (the judge still refuses each repeat).
+    assert_eq!(structured::schema(&classes, &all), plain);
+}
+
+#[test]
+fn a_range_schema_leaves_out_the_tried_widths_as_intervals() {
+    let net = seed("../models/nas/small_cnn.nas");
+    let wide: ValueSet = "uniform:4..=1024".parse().unwrap();
+    let ctx = Context::new(net, Budget::default(), wide);
+    let classes = ctx.best().classes().describe(&ctx.widths);
+    let tried = vec![vec![16, 32, 64], vec![16, 33, 4], vec![1024, 4, 4]];
+    let schema = structured::schema(&classes, &tried);
+    for t in &tried {
+        assert!(!satisfies(&schema, &object_of(t)), "{t:?}");
+    }
+    for near in [
+        vec![16, 32, 63],
+        vec![16, 32, 65],
+        vec![15, 32, 64],
+        vec![17, 32, 64],
+        vec![16, 31, 64],
+        vec![16, 33, 5],
+        vec![1024, 4, 5],
+        vec![1023, 4, 4],
+        vec![4, 4, 4],
+    ] {
+        assert!(satisfies(&schema, &object_of(&near)), "{near:?}");
     }
 }

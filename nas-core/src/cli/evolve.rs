@@ -214,6 +214,17 @@ pub struct SearchArgs {
     /// No repair round for rejected LLM answers.
     #[arg(long)]
     pub no_repair: bool,
+
+    /// LLM answers sampled per proposal (each with its own seed) before the
+    /// repair round; the first acceptable one is kept [default: 1].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub samples: Option<u32>,
+
+    /// Ask the LLM for the next proposal only after the current trial has
+    /// trained (slower; by default the next proposal is asked for while a
+    /// trial trains and sees the results finished so far).
+    #[arg(long)]
+    pub no_propose_ahead: bool,
 }
 
 impl TaskArgs {
@@ -268,9 +279,13 @@ impl SearchArgs {
         set!(self, c; runs_dir => runs_dir, proposer => proposer, trials => trials,
              final_top => final_top, population => population, tournament => tournament,
              seed => seed, model => llm.model, style => llm.style,
-             temperature => llm.temperature, llm_timeout => llm.timeout);
+             temperature => llm.temperature, llm_timeout => llm.timeout,
+             samples => llm.samples);
         set_some!(self, c; name => name, time_budget => time_budget, final_epochs => final_epochs,
                   url => llm.url);
+        if self.no_propose_ahead {
+            c.llm.propose_ahead = false;
+        }
         if self.no_time_budget {
             c.time_budget = None;
         }
@@ -287,9 +302,12 @@ impl SearchArgs {
         given_flags!(self, given; config => "--config", name => "--name", runs_dir => "--runs-dir",
                proposer => "--proposer", population => "--population",
                tournament => "--tournament", seed => "--seed", model => "--model",
-               style => "--style", temperature => "--temperature");
+               style => "--style", temperature => "--temperature", samples => "--samples");
         if self.no_repair {
             given.push("--no-repair");
+        }
+        if self.no_propose_ahead {
+            given.push("--no-propose-ahead");
         }
         given
     }

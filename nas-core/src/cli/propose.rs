@@ -86,6 +86,11 @@ pub struct Args {
     #[arg(long)]
     pub no_repair: bool,
 
+    /// Answers sampled per proposal (each with its own seed) before the repair
+    /// round; the first acceptable one is kept.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub samples: u32,
+
     /// Most parameters a proposal may have.
     #[arg(long)]
     pub max_params: Option<u64>,
@@ -160,6 +165,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         timeout,
         retries: args.retries,
         repair: !args.no_repair,
+        samples: args.samples,
         ..LlmConfig::new(args.model.clone(), url)
     };
     let mutator = Mutator {

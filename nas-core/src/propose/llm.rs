@@ -34,11 +34,15 @@ pub struct LlmConfig {
     pub backoff: Duration,
     /// Whether a rejected answer gets the one repair round.
     pub repair: bool,
+    /// Answers sampled per proposal before the repair round, each with its own
+    /// seed, keeping the first acceptable one (at least 1).
+    pub samples: u32,
 }
 
 impl LlmConfig {
     /// Defaults for `model` at `url`: completion style, temperature 0.7, seed 0,
-    /// 512 tokens, 120 s per request, 2 retries from 500 ms, repair on.
+    /// 512 tokens, 120 s per request, 2 retries from 500 ms, repair on, one
+    /// sample.
     pub fn new(model: impl Into<String>, url: impl Into<String>) -> LlmConfig {
         LlmConfig {
             model: model.into(),
@@ -51,6 +55,7 @@ impl LlmConfig {
             retries: 2,
             backoff: Duration::from_millis(500),
             repair: true,
+            samples: 1,
         }
     }
 }
@@ -219,7 +224,13 @@ impl<B: Backend> LlmProposer<B> {
         }
     }
 
-    fn request(&self, prompt: Prompt, seed: u64, format: Option<serde_json::Value>) -> Request {
+    fn request(
+        &self,
+        prompt: Prompt,
+        seed: u64,
+        temperature: f32,
+        format: Option<serde_json::Value>,
+    ) -> Request {
         let stop = match prompt {
             // The schema ends the answer; a stop sequence could only cut it short.
             _ if format.is_some() => Vec::new(),
@@ -231,7 +242,7 @@ impl<B: Backend> LlmProposer<B> {
         };
         Request {
             prompt,
-            temperature: self.config.temperature,
+            temperature,
             seed,
             max_tokens: self.config.max_tokens,
             stop,
@@ -240,19 +251,23 @@ impl<B: Backend> LlmProposer<B> {
     }
 
     /// Sends `prompt` and judges the answer: the attempt, plus the rejection (for
-    /// the repair round) or the accepted architecture.
+    /// the repair round) or the accepted architecture. In the structured style the
+    /// answer's schema leaves out the `tried` assignments.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         ctx: &Context,
         parent: &Arch,
+        tried: &[Vec<u64>],
         round: Round,
         prompt: Prompt,
         seed: u64,
+        temperature: f32,
     ) -> (Attempt, Verdict) {
         let structured = self.config.style == Style::Structured;
         let format =
-            structured.then(|| structured::schema(&parent.classes().describe(&ctx.widths)));
-        let req = self.request(prompt, seed, format);
+            structured.then(|| structured::schema(&parent.classes().describe(&ctx.widths), tried));
+        let req = self.request(prompt, seed, temperature, format);
         let sent = self.send(&req).await;
         match sent.result {
             Ok(reply) => {
@@ -314,30 +329,65 @@ impl<B: Backend + Send> Proposer for LlmProposer<B> {
         let parent = ctx.best();
         let input = PromptInput::from_context(ctx, parent);
         let first = prompt::render(self.config.style, &input);
-        let (attempt, verdict) = self
-            .attempt(ctx, parent, Round::Initial, first.clone(), seed)
-            .await;
-        let mut attempts = vec![attempt];
-        let verdict = match verdict {
-            Verdict::Rejected(rejection)
+        let temperature = self.config.temperature;
+        let mut attempts = Vec::new();
+        let mut last = None;
+        // Each sample has its own seed; the first acceptable answer is kept.
+        for sample in 0..self.config.samples.max(1) {
+            let sample_seed = seed.wrapping_add(u64::from(sample) << 32);
+            let (attempt, verdict) = self
+                .attempt(
+                    ctx,
+                    parent,
+                    &input.tried,
+                    Round::Initial,
+                    first.clone(),
+                    sample_seed,
+                    temperature,
+                )
+                .await;
+            let raw = attempt.raw.clone();
+            attempts.push(attempt);
+            let done = match &verdict {
+                Verdict::Accepted { .. } => true,
+                // A server that fails will fail the next sample too.
+                Verdict::Rejected(r) => r.outcome.is_server_failure(),
+            };
+            last = Some((verdict, raw));
+            if done {
+                break;
+            }
+        }
+        let verdict = match last {
+            Some((Verdict::Rejected(rejection), raw))
                 if self.config.repair && rejection.outcome.repairable() =>
             {
-                let raw = attempts[0].raw.clone();
                 let fix = match (&first, self.config.style) {
                     (Prompt::Completion { text }, Style::Structured) => Prompt::Completion {
-                        text: structured::repair(text, &raw, &rejection),
+                        text: structured::repair(text, &raw, &rejection, &input.tried),
                     },
                     _ => prompt::repair(&first, &raw, &rejection),
                 };
-                let (attempt, verdict) = self.attempt(ctx, parent, Round::Repair, fix, seed).await;
+                // A hotter repair: the same answer again would be no repair.
+                let (attempt, verdict) = self
+                    .attempt(
+                        ctx,
+                        parent,
+                        &input.tried,
+                        Round::Repair,
+                        fix,
+                        seed,
+                        repair_temperature(temperature),
+                    )
+                    .await;
                 attempts.push(attempt);
-                verdict
+                Some(verdict)
             }
-            verdict => verdict,
+            other => other.map(|(verdict, _)| verdict),
         };
         let arch = match verdict {
-            Verdict::Accepted { arch, .. } => Some(arch),
-            Verdict::Rejected(_) => None,
+            Some(Verdict::Accepted { arch, .. }) => Some(arch),
+            _ => None,
         };
         Proposal {
             attempts,
@@ -346,6 +396,12 @@ impl<B: Backend + Send> Proposer for LlmProposer<B> {
             note: Some(format!("parent `{}`, seed {seed}", parent.net().name())),
         }
     }
+}
+
+/// The temperature of a repair round: the first answer's raised by 0.3 (to at
+/// most 1.5, never lowered).
+pub fn repair_temperature(first: f32) -> f32 {
+    (first + 0.3).min(1.5).max(first)
 }
 
 /// The chat messages of a prompt (a completion prompt becomes one user message).

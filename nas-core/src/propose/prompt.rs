@@ -222,6 +222,10 @@ pub struct PromptInput {
     /// (at most [`ASSIGNMENTS`]; untrained mutants of the parent while fewer
     /// than [`EXAMPLES`] are trained): the structured mode's examples.
     pub assignments: Vec<Assignment>,
+    /// Every width assignment of the parent's classes the search has already
+    /// produced (trained, training or waiting), the parent's own first: an answer
+    /// must differ from all of them (the structured mode's schema leaves them out).
+    pub tried: Vec<Vec<u64>>,
     /// The limits.
     pub budget: Budget,
     /// The width set in force.
@@ -275,6 +279,14 @@ impl PromptInput {
                 }
             }
         }
+        let mut tried = vec![parent.classes().widths()];
+        for e in ctx.history() {
+            if let Some(a) = Assignment::of(parent, &e.arch, None)
+                && !tried.contains(&a.widths)
+            {
+                tried.push(a.widths);
+            }
+        }
         let net = parent.net();
         PromptInput {
             input: net.input().dims(),
@@ -283,6 +295,7 @@ impl PromptInput {
             width_classes: parent.classes().describe(&ctx.widths),
             examples,
             assignments,
+            tried,
             budget: ctx.budget,
             widths: ctx.widths,
         }
@@ -385,6 +398,25 @@ pub(crate) fn allowed_text(g: &Grid) -> String {
     }
 }
 
+/// How many tried assignments a prompt lists at most (the latest).
+pub const TRIED_SHOWN: usize = 32;
+
+/// The latest [`TRIED_SHOWN`] tried assignments, `[16, 32, 64], [8, 32, 64]`,
+/// with how many earlier ones are left out; `None` when there are none.
+pub(crate) fn tried_list(tried: &[Vec<u64>]) -> Option<String> {
+    if tried.is_empty() {
+        return None;
+    }
+    let shown = &tried[tried.len().saturating_sub(TRIED_SHOWN)..];
+    let list: Vec<String> = shown.iter().map(|t| format!("{t:?}")).collect();
+    let more = if shown.len() < tried.len() {
+        format!(", and {} earlier ones", tried.len() - shown.len())
+    } else {
+        String::new()
+    };
+    Some(format!("{}{more}", list.join(", ")))
+}
+
 fn class_lines(input: &PromptInput) -> String {
     let mut out = String::new();
     for c in &input.width_classes {
@@ -431,6 +463,12 @@ fn user_message(input: &PromptInput) -> String {
             "Width classes of the parent (the widths in one class must stay equal; change a class by rewriting all its members):"
         );
         out.push_str(&class_lines(input));
+        if let Some(list) = tried_list(&input.tried) {
+            let _ = writeln!(
+                out,
+                "Widths of these classes already produced, as [class 0, class 1, ...] (none may be repeated): {list}"
+            );
+        }
         let _ = writeln!(out);
     }
     let _ = write!(

@@ -10,7 +10,9 @@
 //! This is for models that cannot write the language reliably (the 270M base
 //! model parses as network text rarely): choosing widths is all they must do.
 
-use super::prompt::{Assignment, PromptInput, allowed_text, member_label, telemetry_text};
+use super::prompt::{
+    Assignment, PromptInput, allowed_text, member_label, telemetry_text, tried_list,
+};
 use super::{Context, Outcome, Rejection, Verdict};
 use nas_dsl::mutate::{Arch, ClassInfo};
 use nas_dsl::summary::thousands;
@@ -36,25 +38,177 @@ fn allowed(c: &ClassInfo) -> Vec<u64> {
     }
 }
 
+/// Most alternatives the schema may list to leave the tried assignments out;
+/// past it the schema only bounds each width (the judge still refuses a repeat).
+pub const MAX_BRANCHES: usize = 1024;
+
 /// The JSON schema of an answer: an object with exactly one key per class, each a
-/// width the class may take.
-pub fn schema(classes: &[ClassInfo]) -> Value {
-    let mut properties = Map::new();
-    for c in classes {
-        let property = if c.allowed.count <= MAX_ENUM {
-            json!({"type": "integer", "enum": allowed(c)})
+/// width the class may take, and, where it can be said in at most
+/// [`MAX_BRANCHES`] alternatives, none of the `tried` assignments: the server's
+/// constrained decoding then cannot repeat a network the search already has.
+pub fn schema(classes: &[ClassInfo], tried: &[Vec<u64>]) -> Value {
+    let domains: Vec<Domain> = classes.iter().map(Domain::of).collect();
+    let full: Vec<Value> = domains.iter().map(Domain::schema).collect();
+    let Some(branches) = untried(&domains, tried) else {
+        return object_schema(classes, &full);
+    };
+    let mut any: Vec<Value> = branches
+        .into_iter()
+        .map(|branch| {
+            let props: Vec<Value> = branch
+                .into_iter()
+                .zip(&full)
+                .map(|(set, full)| set.unwrap_or_else(|| full.clone()))
+                .collect();
+            object_schema(classes, &props)
+        })
+        .collect();
+    if any.len() == 1 {
+        any.remove(0)
+    } else {
+        json!({"anyOf": any})
+    }
+}
+
+/// The widths a class may take, as the schema states them.
+enum Domain {
+    /// A grid of at most [`MAX_ENUM`] widths (an `enum`).
+    Values(Vec<u64>),
+    /// A larger grid, bounded by `minimum` and `maximum`.
+    Range(u64, u64),
+}
+
+impl Domain {
+    fn of(c: &ClassInfo) -> Domain {
+        if c.allowed.count <= MAX_ENUM {
+            Domain::Values(allowed(c))
         } else {
-            json!({"type": "integer", "minimum": c.allowed.min, "maximum": c.allowed.max})
-        };
-        properties.insert(key(c.id), property);
+            Domain::Range(c.allowed.min, c.allowed.max)
+        }
+    }
+
+    fn contains(&self, w: u64) -> bool {
+        match self {
+            Domain::Values(v) => v.contains(&w),
+            Domain::Range(lo, hi) => (*lo..=*hi).contains(&w),
+        }
+    }
+
+    fn schema(&self) -> Value {
+        match self {
+            Domain::Values(v) => json!({"type": "integer", "enum": v}),
+            Domain::Range(lo, hi) => json!({"type": "integer", "minimum": lo, "maximum": hi}),
+        }
+    }
+
+    /// The schema of this domain without `taken`; `None` when nothing is left.
+    fn without(&self, taken: &[u64]) -> Option<Value> {
+        match self {
+            Domain::Values(v) => {
+                let free: Vec<u64> = v.iter().copied().filter(|w| !taken.contains(w)).collect();
+                (!free.is_empty()).then(|| json!({"type": "integer", "enum": free}))
+            }
+            Domain::Range(lo, hi) => {
+                let mut cuts: Vec<u64> = taken.to_vec();
+                cuts.sort_unstable();
+                let mut parts = Vec::new();
+                let mut from = *lo;
+                for c in cuts {
+                    if c > from {
+                        parts.push(json!({"type": "integer", "minimum": from, "maximum": c - 1}));
+                    }
+                    from = c.saturating_add(1);
+                }
+                if from <= *hi {
+                    parts.push(json!({"type": "integer", "minimum": from, "maximum": hi}));
+                }
+                match parts.len() {
+                    0 => None,
+                    1 => parts.pop(),
+                    _ => Some(json!({"anyOf": parts})),
+                }
+            }
+        }
+    }
+}
+
+fn object_schema(classes: &[ClassInfo], properties: &[Value]) -> Value {
+    let mut map = Map::new();
+    for (c, p) in classes.iter().zip(properties) {
+        map.insert(key(c.id), p.clone());
     }
     let required: Vec<String> = classes.iter().map(|c| key(c.id)).collect();
     json!({
         "type": "object",
-        "properties": properties,
+        "properties": map,
         "required": required,
         "additionalProperties": false,
     })
+}
+
+/// One alternative: per class, its property schema, or `None` for any width.
+type Branch = Vec<Option<Value>>;
+
+/// The assignments not in `tried`, as alternatives. Walks the tried assignments
+/// as a prefix tree: at each depth, the widths no tried assignment with this
+/// prefix takes open a free branch; each width some do take is followed one
+/// class deeper. `None` when it cannot be said (no tried assignment in the
+/// domains, more than [`MAX_BRANCHES`] alternatives, or nothing left untried).
+fn untried(domains: &[Domain], tried: &[Vec<u64>]) -> Option<Vec<Branch>> {
+    let tried: Vec<&Vec<u64>> = tried
+        .iter()
+        .filter(|t| t.len() == domains.len() && t.iter().zip(domains).all(|(w, d)| d.contains(*w)))
+        .collect();
+    if tried.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut prefix = Vec::new();
+    if !walk(domains, &tried, &mut prefix, &mut out) || out.is_empty() {
+        return None;
+    }
+    Some(out)
+}
+
+/// One level of [`untried`]; false once past [`MAX_BRANCHES`].
+fn walk(
+    domains: &[Domain],
+    tried: &[&Vec<u64>],
+    prefix: &mut Vec<u64>,
+    out: &mut Vec<Branch>,
+) -> bool {
+    let depth = prefix.len();
+    let mut taken: Vec<u64> = Vec::new();
+    for t in tried {
+        if !taken.contains(&t[depth]) {
+            taken.push(t[depth]);
+        }
+    }
+    if let Some(free) = domains[depth].without(&taken) {
+        let mut branch: Branch = prefix
+            .iter()
+            .map(|w| Some(json!({"type": "integer", "enum": [w]})))
+            .collect();
+        branch.push(Some(free));
+        branch.resize(domains.len(), None);
+        out.push(branch);
+        if out.len() > MAX_BRANCHES {
+            return false;
+        }
+    }
+    if depth + 1 == domains.len() {
+        return true;
+    }
+    for w in taken {
+        let below: Vec<&Vec<u64>> = tried.iter().copied().filter(|t| t[depth] == w).collect();
+        prefix.push(w);
+        let ok = walk(domains, &below, prefix, out);
+        prefix.pop();
+        if !ok {
+            return false;
+        }
+    }
+    true
 }
 
 fn object(widths: &[u64]) -> String {
@@ -129,6 +283,7 @@ pub fn render(input: &PromptInput) -> String {
         telemetry: input.parent.telemetry.clone(),
     };
     assignment_lines(&mut out, &parent);
+    tried_lines(&mut out, &input.tried);
     let _ = write!(
         out,
         "\n// A new assignment, different from every one above, that should reach a higher accuracy:\n"
@@ -136,9 +291,20 @@ pub fn render(input: &PromptInput) -> String {
     out
 }
 
+/// `// Already produced (...): [16, 32, 64], …`.
+fn tried_lines(out: &mut String, tried: &[Vec<u64>]) {
+    if let Some(list) = tried_list(tried) {
+        let _ = writeln!(
+            out,
+            "// Already produced as [c0, c1, ...], each not to be repeated: {list}."
+        );
+    }
+}
+
 /// The repair round: the first prompt, the rejected answer with its errors as
-/// comments, and an open line for the corrected one.
-pub fn repair(first: &str, raw: &str, rejection: &Rejection) -> String {
+/// comments, and an open line for the corrected one. A duplicate is told again
+/// which assignments are taken.
+pub fn repair(first: &str, raw: &str, rejection: &Rejection, tried: &[Vec<u64>]) -> String {
     let mut out = first.to_string();
     let answer = raw.trim();
     let _ = writeln!(
@@ -153,6 +319,9 @@ pub fn repair(first: &str, raw: &str, rejection: &Rejection) -> String {
         .filter(|l| !l.trim().is_empty())
     {
         let _ = writeln!(out, "// {line}");
+    }
+    if rejection.outcome == Outcome::Duplicate {
+        tried_lines(&mut out, tried);
     }
     out.push_str("\n// A corrected assignment:\n");
     out
