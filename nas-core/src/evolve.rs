@@ -8,6 +8,7 @@
 //! killed run: the trial that was in flight is trained again, finished ones never.
 
 use crate::data::{self, DatasetKind};
+use crate::propose::ahead::Ahead;
 use crate::propose::{
     self, Budget, Context, LlmConfig, LlmProposer, MutateProposer, OllamaBackend, OpenAiBackend,
     Proposal, ProposeError, Proposer, RandomProposer, Selection, Style, Telemetry,
@@ -23,7 +24,7 @@ use nas_dsl::CheckedNet;
 use nas_dsl::mutate::{Arch, Mutator, SeedRng, ValueSet, seed_rng};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -674,8 +675,14 @@ pub enum AnyProposer {
 }
 
 impl AnyProposer {
-    /// The proposer's name in records.
-    pub fn name(&self) -> &'static str {
+    /// Whether it asks a language model (slow: worth asking ahead).
+    pub fn is_llm(&self) -> bool {
+        matches!(self, AnyProposer::Ollama(_) | AnyProposer::OpenAi(_))
+    }
+}
+
+impl Proposer for AnyProposer {
+    fn name(&self) -> &'static str {
         match self {
             AnyProposer::Mutate(p) => p.name(),
             AnyProposer::Random(p) => p.name(),
@@ -684,8 +691,7 @@ impl AnyProposer {
         }
     }
 
-    /// Proposes one candidate.
-    pub async fn propose(&mut self, ctx: &Context) -> Proposal {
+    async fn propose(&mut self, ctx: &Context) -> Proposal {
         match self {
             AnyProposer::Mutate(p) => p.propose(ctx).await,
             AnyProposer::Random(p) => p.propose(ctx).await,
@@ -868,8 +874,10 @@ pub struct Evolve {
     task: Task,
     seed: Arc<Arch>,
     seed_hash: String,
-    proposer: AnyProposer,
-    rt: tokio::runtime::Runtime,
+    /// The proposer; away in its thread while a proposal is in flight.
+    proposer: Option<AnyProposer>,
+    proposer_name: &'static str,
+    rt: Arc<tokio::runtime::Runtime>,
     rng: SeedRng,
     produced: Vec<Produced>,
     cache: Option<TrainCache>,
@@ -1159,8 +1167,9 @@ impl Evolve {
             task,
             seed: seed_arch,
             seed_hash,
-            proposer,
-            rt,
+            proposer_name: proposer.name(),
+            proposer: Some(proposer),
+            rt: Arc::new(rt),
             produced,
             cache: None,
             notices,
@@ -1194,7 +1203,7 @@ impl Evolve {
 
     /// The proposer in use.
     pub fn proposer(&self) -> &'static str {
-        self.proposer.name()
+        self.proposer_name
     }
 
     /// The run's store.
@@ -1227,7 +1236,7 @@ impl Evolve {
         }
         tracing::info!(
             run = %self.name,
-            proposer = self.proposer.name(),
+            proposer = self.proposer_name,
             trials = self.cfg.trials,
             epochs = self.cfg.epochs,
             "search starts"
@@ -1272,25 +1281,47 @@ impl Evolve {
         let steps = trials.iter().map(|t| t.trial.step).max().unwrap_or(0);
         obs.search_started(self.cfg.trials, steps.min(self.cfg.trials));
         // Trials a killed process left unfinished are trained first.
-        for t in trials
+        let mut queue: VecDeque<TrialId> = trials
             .iter()
             .filter(|t| t.trial.stage == Stage::Search && t.status() == TrialStatus::Pending)
-        {
-            self.train_trial(t.id, obs)?;
-        }
+            .map(|t| t.id)
+            .collect();
+        // An LLM is asked for the next proposal while a trial trains; the
+        // instant baselines propose when the previous trial has ended.
+        let ahead_ok =
+            self.cfg.llm.propose_ahead && self.proposer.as_ref().is_some_and(AnyProposer::is_llm);
         let mut step = steps;
-        let stopped = loop {
-            if step >= self.cfg.trials {
-                break StopReason::Trials;
+        let mut ahead: Option<(u64, Option<String>, Ahead<AnyProposer>)> = None;
+        let mut stop = None;
+        loop {
+            if ahead.is_none() && stop.is_none() && (queue.is_empty() || ahead_ok) {
+                if step >= self.cfg.trials {
+                    stop = Some(StopReason::Trials);
+                } else if let Some(budget) = self.cfg.time_budget
+                    && self.elapsed() >= budget.0
+                {
+                    stop = Some(StopReason::TimeBudget);
+                } else {
+                    step += 1;
+                    ahead = Some(self.launch(step)?);
+                }
             }
-            if let Some(budget) = self.cfg.time_budget
-                && self.elapsed() >= budget.0
-            {
-                break StopReason::TimeBudget;
+            if let Some(id) = queue.pop_front() {
+                // On an error the proposal in flight is left to finish on its
+                // own; nothing of it was recorded.
+                self.train_trial(id, obs)?;
+                continue;
             }
-            step += 1;
-            self.step(step, obs)?;
-        };
+            match ahead.take() {
+                Some((step, parent, flight)) => {
+                    if let Some(id) = self.land(step, parent, flight, obs)? {
+                        queue.push_back(id);
+                    }
+                }
+                None => break,
+            }
+        }
+        let stopped = stop.unwrap_or(StopReason::Trials);
         tracing::info!(?stopped, "search stage ends");
         self.final_stage(obs)?;
         self.save_elapsed()?;
@@ -1301,7 +1332,7 @@ impl Evolve {
             noise: run.noise,
             dir: self.dir.clone(),
             name: self.name.clone(),
-            proposer: self.proposer.name().to_string(),
+            proposer: self.proposer_name.to_string(),
             stopped,
             wall_s: self.started.elapsed().as_secs_f64(),
             train_s: self.train_s,
@@ -1347,14 +1378,14 @@ impl Evolve {
             self.resolved.widths,
         );
         let population: Vec<Produced> = self.population().into_iter().cloned().collect();
-        match &self.proposer {
-            AnyProposer::Random(_) => {
+        match self.proposer.as_ref() {
+            Some(AnyProposer::Random(_)) => {
                 for p in &self.produced {
                     ctx.record(p.arch.clone(), None);
                 }
                 (ctx, Some(self.seed_hash.clone()))
             }
-            AnyProposer::Mutate(_) => {
+            Some(AnyProposer::Mutate(_)) => {
                 let parent = if population.is_empty() {
                     None
                 } else {
@@ -1379,7 +1410,8 @@ impl Evolve {
                 let hash = parent.map_or_else(|| self.seed_hash.clone(), |p| p.hash);
                 (ctx, Some(hash))
             }
-            AnyProposer::Ollama(_) | AnyProposer::OpenAi(_) => {
+            // The LLMs (the proposer is here whenever a context is made).
+            Some(AnyProposer::Ollama(_) | AnyProposer::OpenAi(_)) | None => {
                 for p in &self.produced {
                     if !population.iter().any(|q| q.id == p.id) {
                         ctx.record(p.arch.clone(), None);
@@ -1394,13 +1426,42 @@ impl Evolve {
         }
     }
 
-    /// One proposal: ask, record, and train the child if it was accepted.
-    fn step(&mut self, step: u64, obs: &mut dyn SearchObserver) -> Result<(), EvolveError> {
+    /// Asks for the proposal of `step` in the background, with what the search
+    /// knows now (results finished so far; trials not yet trained count as
+    /// produced, without telemetry).
+    fn launch(
+        &mut self,
+        step: u64,
+    ) -> Result<(u64, Option<String>, Ahead<AnyProposer>), EvolveError> {
         let (ctx, parent) = self.context();
-        let started = Instant::now();
-        let proposal = self.rt.block_on(self.proposer.propose(&ctx));
-        let propose_ms = started.elapsed().as_secs_f64() * 1e3;
-        let name = self.proposer.name().to_string();
+        let proposer = self.proposer.take().ok_or_else(|| {
+            EvolveError::Config("internal: a proposal was asked for while one is in flight".into())
+        })?;
+        let flight =
+            Ahead::spawn(proposer, ctx, self.rt.clone()).map_err(|source| EvolveError::Io {
+                path: PathBuf::from("<proposal thread>"),
+                source,
+            })?;
+        Ok((step, parent, flight))
+    }
+
+    /// Waits for the proposal of `step` and records it; the id of its trial,
+    /// waiting to be trained, when it was accepted.
+    fn land(
+        &mut self,
+        step: u64,
+        parent: Option<String>,
+        flight: Ahead<AnyProposer>,
+        obs: &mut dyn SearchObserver,
+    ) -> Result<Option<TrialId>, EvolveError> {
+        let Some((proposer, proposal, propose_ms)) = flight.join() else {
+            return Err(EvolveError::Config(format!(
+                "the `{}` proposer crashed while proposing step {step} (a bug; the run resumes with `--resume`)",
+                self.proposer_name
+            )));
+        };
+        self.proposer = Some(proposer);
+        let name = self.proposer_name.to_string();
         let attempts: Vec<AttemptRecord> = proposal
             .attempts
             .iter()
@@ -1491,13 +1552,13 @@ impl Evolve {
                     loss: None,
                     epochs: self.cfg.epochs as u32,
                 });
-                self.train_trial(id, obs)
+                Ok(Some(id))
             }
             None => {
                 self.save_elapsed()?;
                 let rec = self.trial(id)?;
                 obs.trial_finished(&rec, self.best_accuracy());
-                Ok(())
+                Ok(None)
             }
         }
     }

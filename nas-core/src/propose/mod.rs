@@ -7,6 +7,7 @@
 //! be new (canonical text). Whatever is rejected is recorded as an [`Attempt`] with
 //! its [`Outcome`] and diagnostics, before any training.
 
+pub mod ahead;
 pub mod extract;
 pub mod llm;
 pub mod mutate;
