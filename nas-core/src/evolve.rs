@@ -24,7 +24,7 @@ use nas_dsl::CheckedNet;
 use nas_dsl::mutate::{Arch, Mutator, SeedRng, ValueSet, seed_rng};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -335,7 +335,7 @@ pub struct LlmSettings {
     pub url: Option<String>,
     /// The model's name on the server.
     pub model: String,
-    /// `chat` or `completion`.
+    /// `structured`, `chat` or `completion`.
     pub style: String,
     /// Sampling temperature.
     pub temperature: f32,
@@ -840,9 +840,18 @@ pub struct Summary {
     pub leaderboard: Vec<Entry>,
     /// The noise of a score.
     pub noise: report::Noise,
+    /// How the run's proposals (all sessions, the seed left out) ended: outcome
+    /// name → count.
+    pub outcomes: BTreeMap<String, usize>,
 }
 
 impl Summary {
+    /// Proposals made, and how many of them were new, valid networks.
+    pub fn proposals(&self) -> (usize, usize) {
+        let made = self.outcomes.values().sum();
+        (made, self.outcomes.get("ok").copied().unwrap_or(0))
+    }
+
     /// The share of wall time spent outside training.
     pub fn overhead(&self) -> f64 {
         if self.wall_s <= 0.0 {
@@ -1328,7 +1337,14 @@ impl Evolve {
         let mut run = RunData::load(&self.name, &self.store)?;
         run.noise = crate::fidelity::noise_near(&self.cfg, &self.dir);
         let leaderboard = report::write_run(&self.dir, &run)?;
+        let mut outcomes = BTreeMap::new();
+        for per in report::outcome_counts(&run.trials).into_values() {
+            for (outcome, n) in per {
+                *outcomes.entry(outcome).or_default() += n;
+            }
+        }
         Ok(Summary {
+            outcomes,
             noise: run.noise,
             dir: self.dir.clone(),
             name: self.name.clone(),

@@ -11,11 +11,11 @@
 //! drawn at random (seeded). Accuracies are only compared at the same fidelity
 //! (epochs), and the best network of each fidelity is never a "worse" side.
 
-use crate::propose::Telemetry;
-use crate::propose::identity;
-use crate::propose::prompt::{REFERENCE, telemetry_text};
+use crate::propose::prompt::{self, Prompt, PromptInput, Style};
+use crate::propose::{Budget, Context, Telemetry, identity};
 use crate::store::{SqliteStore, Store, TrialStatus};
 use nas_dsl::mutate::seed_rng;
+use nas_dsl::mutate::{Arch, ValueSet};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -318,36 +318,50 @@ fn are_neighbours(a: &Evaluated, b: &Evaluated) -> bool {
         || (a.parent.is_some() && a.parent == b.parent)
 }
 
-/// The system message of every pair.
-pub const SYSTEM: &str = "You design convolutional networks in the `nas` language. \
-Given a network and its measured telemetry, answer with exactly one fenced ```nas block \
-holding a network for the same task that reaches a higher accuracy.";
-
-fn telemetry(e: &Evaluated) -> String {
-    let measured = Telemetry {
-        accuracy: Some(e.accuracy),
-        loss: e.loss,
-        epochs: e.epochs,
+/// One training line for `pair`: exactly the prompt the proposer sends (in
+/// `style`, with the widths `widths` allows) when the worse network, with its
+/// measured telemetry, is the parent, answered with the better network in that
+/// style ([`prompt::answer`]). TRL's conversational form
+/// `{"messages": [..., {"role": "assistant", ...}]}`, plus `prompt` and
+/// `completion` for the raw-text styles, and `meta`. `None` when the better
+/// network cannot be said in `style` (structured: it is not a width mutant of
+/// the worse one on the allowed widths); an error when a source does not check.
+pub fn to_line(
+    pair: &Pair,
+    style: Style,
+    widths: ValueSet,
+) -> Result<Option<serde_json::Value>, String> {
+    let check = |e: &Evaluated| {
+        nas_dsl::check_str(&e.source)
+            .map_err(|err| format!("network {} does not check: {err}", e.id))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("network {} holds no net", e.id))
     };
-    telemetry_text(Some(&measured), e.params, e.flops)
-}
-
-/// One chat-format line: `{"messages": [system, user, assistant], "meta": …}`.
-pub fn to_chat(pair: &Pair) -> serde_json::Value {
-    let user = format!(
-        "{REFERENCE}\n\nThis network measured {}:\n```nas\n{}\n```\n\nWrite a network for the \
-         same task that reaches a higher accuracy. Answer with exactly one fenced ```nas block.",
-        telemetry(&pair.worse),
-        pair.worse.source.trim_end()
+    let (worse, better) = (check(&pair.worse)?, check(&pair.better)?);
+    let mut ctx = Context::new(worse, Budget::default(), widths);
+    let parent = ctx.seed().clone();
+    ctx.record(
+        parent.clone(),
+        Some(Telemetry {
+            accuracy: Some(pair.worse.accuracy),
+            loss: pair.worse.loss,
+            epochs: pair.worse.epochs,
+        }),
     );
-    let assistant = format!("```nas\n{}\n```", pair.better.source.trim_end());
-    serde_json::json!({
-        "messages": [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": user},
-            {"role": "assistant", "content": assistant},
-        ],
+    let Some(answer) = prompt::answer(style, &parent, &Arch::new(better), &widths) else {
+        return Ok(None);
+    };
+    let request = prompt::render(style, &PromptInput::from_context(&ctx, &parent));
+    let mut messages: Vec<serde_json::Value> = crate::propose::llm::messages(&request)
+        .iter()
+        .map(|m| serde_json::json!({"role": m.role.as_str(), "content": m.content}))
+        .collect();
+    messages.push(serde_json::json!({"role": "assistant", "content": answer}));
+    let mut line = serde_json::json!({
+        "messages": messages,
         "meta": {
+            "style": style.as_str(),
             "worse": pair.worse.id,
             "better": pair.better.id,
             "worse_accuracy": pair.worse.accuracy,
@@ -355,7 +369,12 @@ pub fn to_chat(pair: &Pair) -> serde_json::Value {
             "epochs": pair.worse.epochs,
             "choice": pair.choice,
         }
-    })
+    });
+    if let Prompt::Completion { text } = &request {
+        line["prompt"] = serde_json::json!(text);
+        line["completion"] = serde_json::json!(answer);
+    }
+    Ok(Some(line))
 }
 
 fn bad(path: &Path, line: usize, reason: String) -> PairsError {
@@ -476,21 +495,89 @@ mod tests {
         assert_eq!(a.len(), 19);
     }
 
-    #[test]
-    fn chat_lines_show_the_worse_net_and_answer_with_the_better() {
-        let p = Pair {
-            worse: e("a", None, 0.25, 2),
-            better: e("b", None, 0.5, 2),
-            choice: Choice::RandomBetter,
+    const SEED: &str = include_str!("../../models/nas/small_cnn.nas");
+
+    /// The seed (measured 25 %) and a wider copy (50 %) as a pair.
+    fn real_pair() -> Pair {
+        let wider = SEED
+            .replace("conv(3 -> 16", "conv(3 -> 24")
+            .replace("conv(16 -> 32", "conv(24 -> 32");
+        let real = |id: &str, source: &str, acc: f64| Evaluated {
+            source: source.to_string(),
+            ..e(id, None, acc, 1)
         };
-        let v = to_chat(&p);
-        let m = v["messages"].as_array().unwrap();
-        assert_eq!(m.len(), 3);
-        assert_eq!(m[0]["role"], "system");
-        let user = m[1]["content"].as_str().unwrap();
-        assert!(user.contains("accuracy 25.0%, 2 epochs"), "{user}");
-        assert!(user.contains("```nas\nnet a\n```"), "{user}");
-        assert_eq!(m[2]["content"], "```nas\nnet b\n```");
-        assert_eq!(v["meta"]["choice"], "random_better");
+        Pair {
+            worse: real("a", SEED, 0.25),
+            better: real("b", &wider, 0.5),
+            choice: Choice::RandomBetter,
+        }
+    }
+
+    #[test]
+    fn pairs_are_the_proposers_prompt_answered_with_the_better_network() {
+        let p = real_pair();
+        let widths: ValueSet = "step:8..=64".parse().unwrap();
+        let worse = nas_dsl::check_str(SEED).unwrap().remove(0);
+        for style in [Style::Structured, Style::Chat, Style::Completion] {
+            let v = to_line(&p, style, widths).unwrap().unwrap();
+            let m = v["messages"].as_array().unwrap();
+            // The prompt is the proposer's own for this parent and telemetry.
+            let mut ctx = Context::new(worse.clone(), Budget::default(), widths);
+            let parent = ctx.seed().clone();
+            ctx.record(
+                parent.clone(),
+                Some(Telemetry {
+                    accuracy: Some(0.25),
+                    loss: None,
+                    epochs: Some(1),
+                }),
+            );
+            let request = prompt::render(style, &PromptInput::from_context(&ctx, &parent));
+            let sent = crate::propose::llm::messages(&request);
+            assert_eq!(m.len(), sent.len() + 1, "{style:?}");
+            for (line, msg) in m.iter().zip(&sent) {
+                assert_eq!(line["content"], msg.content.as_str());
+            }
+            let text = request.to_text();
+            assert!(text.contains("accuracy 25.0%, 1 epochs"), "{text}");
+            let answer = m.last().unwrap()["content"].as_str().unwrap();
+            assert_eq!(m.last().unwrap()["role"], "assistant");
+            match style {
+                Style::Structured => {
+                    assert_eq!(answer, r#"{"c0": 24, "c1": 32, "c2": 64}"#);
+                    assert_eq!(v["completion"], answer);
+                    assert_eq!(v["prompt"], text.as_str());
+                }
+                Style::Chat => {
+                    assert!(answer.starts_with("```nas\n"), "{answer}");
+                    assert!(answer.contains("net SmallCnn("), "{answer}");
+                    assert!(answer.contains("conv(3 -> 24"), "{answer}");
+                    assert!(v.get("prompt").is_none());
+                }
+                Style::Completion => {
+                    assert!(answer.ends_with("}\n```"), "{answer}");
+                    assert!(text.ends_with("```nas\n"));
+                }
+            }
+            assert_eq!(v["meta"]["choice"], "random_better");
+        }
+    }
+
+    #[test]
+    fn a_better_network_that_is_not_a_width_mutant_has_no_structured_line() {
+        let mut p = real_pair();
+        p.better.source = SEED.replace("    gap;", "    relu;\n    gap;");
+        let widths: ValueSet = "step:8..=64".parse().unwrap();
+        assert!(to_line(&p, Style::Structured, widths).unwrap().is_none());
+        assert!(to_line(&p, Style::Chat, widths).unwrap().is_some());
+        // A width mutant off the grid: the proposer could not answer it.
+        p.better.source = SEED
+            .replace("conv(3 -> 16", "conv(3 -> 20")
+            .replace("conv(16 -> 32", "conv(20 -> 32");
+        assert!(to_line(&p, Style::Structured, widths).unwrap().is_none());
+        let wide: ValueSet = "uniform:4..=1024".parse().unwrap();
+        assert!(to_line(&p, Style::Structured, wide).unwrap().is_some());
+        p.worse.source = "net Broken(".into();
+        assert!(to_line(&p, Style::Chat, widths).is_err());
     }
 }

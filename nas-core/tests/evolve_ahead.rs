@@ -162,9 +162,15 @@ fn the_next_proposal_is_asked_for_while_a_trial_trains() {
     // Ahead: every training but the last (after it nothing is left to ask)
     // has a request in flight.
     let (trained, busy) = search(&upstream, true);
-    assert!(busy + 1 >= trained, "{busy} of {trained} trainings overlapped a request");
+    assert!(
+        busy + 1 >= trained,
+        "{busy} of {trained} trainings overlapped a request"
+    );
     // In order: a request never runs during a training.
     let (trained, busy) = search(&upstream, false);
     assert!(trained >= 2);
-    assert_eq!(busy, 0, "{busy} of {trained} trainings overlapped a request");
+    assert_eq!(
+        busy, 0,
+        "{busy} of {trained} trainings overlapped a request"
+    );
 }

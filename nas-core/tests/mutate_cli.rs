@@ -443,14 +443,20 @@ fn corpus_pairs_answer_each_network_with_a_better_neighbour() {
         s(&res),
         "--out",
         s(&out),
+        "--style",
+        "chat",
     ]);
     assert!(run.status.success(), "{}", stderr(&run));
     let pairs = lines(&out);
     // Every network but the best (unique params here, or ties) is a worse side.
     assert!(pairs.len() >= 10, "{}", pairs.len());
-    let by_source: std::collections::HashMap<String, &Value> = records
+    let identity = |source: &str| {
+        let file = nas_dsl::parse_str(source).unwrap();
+        nas_core::propose::identity(&file.nets[0])
+    };
+    let by_identity: std::collections::HashMap<String, &Value> = records
         .iter()
-        .map(|r| (r["source"].as_str().unwrap().trim_end().to_string(), r))
+        .map(|r| (identity(r["source"].as_str().unwrap()), r))
         .collect();
     let mut neighbours = 0;
     for p in &pairs {
@@ -466,7 +472,8 @@ fn corpus_pairs_answer_each_network_with_a_better_neighbour() {
             .strip_prefix("```nas\n")
             .and_then(|t| t.strip_suffix("\n```"))
             .unwrap();
-        let better_rec = by_source[better];
+        let better_rec = by_identity[&identity(better)];
+        assert_eq!(p["meta"]["better"], identity(better).as_str());
         let user = m[1]["content"].as_str().unwrap();
         assert!(user.contains("2 epochs"), "{user}");
         let worse_acc = p["meta"]["worse_accuracy"].as_f64().unwrap();
@@ -478,6 +485,40 @@ fn corpus_pairs_answer_each_network_with_a_better_neighbour() {
         }
     }
     assert!(neighbours > 0, "no pair used a mutation neighbour");
+
+    // The default, structured style: the proposer's raw-text prompt answered
+    // with the better network's widths (the corpus holds width mutants).
+    let structured = dir.path().join("structured.jsonl");
+    let run = nas(&[
+        "corpus",
+        "pairs",
+        "--corpus",
+        s(&corpus),
+        "--results",
+        s(&res),
+        "--out",
+        s(&structured),
+        "--widths",
+        "uniform:4..=1024",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let lines_s = lines(&structured);
+    assert!(!lines_s.is_empty());
+    for p in &lines_s {
+        let m = p["messages"].as_array().unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1]["role"], "assistant");
+        let answer = m[1]["content"].as_str().unwrap();
+        let widths: Value = serde_json::from_str(answer).unwrap();
+        assert!(widths["c0"].is_u64(), "{answer}");
+        assert_eq!(p["completion"], answer);
+        assert!(
+            p["prompt"]
+                .as_str()
+                .unwrap()
+                .ends_with("that should reach a higher accuracy:\n")
+        );
+    }
 
     let bad = write(
         dir.path(),

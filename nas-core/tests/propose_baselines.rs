@@ -114,7 +114,7 @@ async fn tournament_selection_and_duplicates() {
     };
     let mut p = MutateProposer::new(mutator, Selection::Tournament, 2);
     let mut proposals = Vec::new();
-    // A tiny space (widths 8..=32 step 8): duplicates must show up and be recorded.
+    // A tiny space (widths 8..=32 step 8), where repeats are likely.
     for _ in 0..40 {
         let proposal = p.propose(&c).await;
         if let Some(arch) = &proposal.arch {
@@ -131,12 +131,21 @@ async fn tournament_selection_and_duplicates() {
     let tally = Tally::of(&proposals);
     assert_eq!(tally.proposals, 40);
     assert!(tally.valid > 0);
+    // A duplicate mutant is drawn again: one is recorded only when the draws
+    // ran out, and some accepted mutants needed redraws.
+    for p in &proposals {
+        let note = p.note.as_deref().unwrap_or("");
+        if p.outcome() == Outcome::Duplicate {
+            assert!(note.contains("63 duplicate draws skipped"), "{note}");
+        }
+    }
     assert!(
-        tally
-            .outcomes
-            .iter()
-            .any(|(o, n)| *o == Outcome::Duplicate && *n > 0),
-        "{tally:?}"
+        proposals.iter().any(|p| p.arch.is_some()
+            && p.note
+                .as_deref()
+                .unwrap_or("")
+                .contains("duplicate draws skipped")),
+        "no accepted mutant needed a redraw"
     );
     assert_eq!(
         tally.valid, tally.valid_first,
@@ -216,4 +225,33 @@ fn cli_rejects_a_seed_that_does_not_check() {
     let (ok, _, stderr) = run_cli(&[bad.to_str().unwrap(), "--proposer", "random"]);
     assert!(!ok);
     assert!(stderr.contains("does not check"), "{stderr}");
+}
+
+#[tokio::test]
+async fn random_search_samples_without_replacement() {
+    // Widths 8 or 16 for three classes: 8 networks, none of them the seed.
+    let mut c = ctx("models/nas/small_cnn.nas", Budget::default(), "step:8..=16");
+    let mut p = RandomProposer::new(4);
+    let mut seen = HashSet::new();
+    for _ in 0..8 {
+        let proposal = p.propose(&c).await;
+        let arch = proposal
+            .arch
+            .clone()
+            .expect("a new network while any is left");
+        assert!(seen.insert(arch.classes().widths()));
+        c.record(arch, None);
+    }
+    // The space is exhausted: the ninth is a duplicate, after every draw.
+    let ninth = p.propose(&c).await;
+    assert_eq!(ninth.outcome(), Outcome::Duplicate);
+    assert!(
+        ninth
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("63 duplicate draws skipped"),
+        "{:?}",
+        ninth.note
+    );
 }

@@ -3,6 +3,7 @@
 
 use super::check::{read_all, report};
 use crate::corpus::{Outcome, build};
+use crate::propose::Style;
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nas_dsl::mutate::{Mutator, ValueSet};
@@ -56,8 +57,9 @@ pub struct Args {
 /// The subcommands of `corpus`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Sub {
-    /// Chat-format fine-tuning pairs: each evaluated network (user: its source,
-    /// telemetry and the instruction) answered by a better one (assistant).
+    /// Fine-tuning pairs: each evaluated network, shown exactly as the proposer
+    /// shows a parent (the same prompt function, in `--style`), answered by a
+    /// better one in that style; TRL's conversational `messages` format.
     ///
     /// The better network is the best better one among the worse one's mutation
     /// neighbours (parent, children, siblings, from the corpus and the runs), and
@@ -86,6 +88,18 @@ pub struct PairsArgs {
     /// The random seed for the pairs without a better neighbour.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+
+    /// The prompt style the pairs are written in: each pair is the prompt the
+    /// proposer sends in this style, answered in it (structured: the JSON
+    /// object of widths; pairs whose better network is not a width mutant of
+    /// the worse one are left out).
+    #[arg(long, value_enum, default_value_t = Style::Structured)]
+    pub style: Style,
+
+    /// The widths a class may take, as in the search the tuned model will
+    /// serve (`evolve --widths`).
+    #[arg(long, default_value = "step:8..=64", value_name = "SPEC")]
+    pub widths: ValueSet,
 }
 
 /// Runs `corpus pairs`.
@@ -105,9 +119,21 @@ fn run_pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut text = String::new();
+    let mut written = 0;
     for p in &pairs {
-        text.push_str(&serde_json::to_string(&crate::pairs::to_chat(p))?);
-        text.push('\n');
+        let line = crate::pairs::to_line(p, args.style, args.widths).map_err(anyhow::Error::msg)?;
+        if let Some(line) = line {
+            text.push_str(&serde_json::to_string(&line)?);
+            text.push('\n');
+            written += 1;
+        }
+    }
+    if written == 0 {
+        bail!(
+            "no pairs in the {} style: none of the {} better networks is a width mutant of its worse one on the allowed widths; try `--style chat` or other `--widths`",
+            args.style.as_str(),
+            pairs.len()
+        );
     }
     let tmp = args.out.with_extension("jsonl.part");
     let mut file = std::fs::File::create(&tmp)
@@ -122,11 +148,20 @@ fn run_pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
         .filter(|p| p.choice == crate::pairs::Choice::Neighbour)
         .count();
     eprintln!(
-        "wrote {} pairs to `{}` from {measured} measured networks ({} corpus records): {neighbours} with a better mutation neighbour, {} with a random better network",
-        pairs.len(),
+        "wrote {written} {} pairs to `{}` from {measured} measured networks ({} corpus records): of {} pairs, {neighbours} with a better mutation neighbour, {} with a random better network{}",
+        args.style.as_str(),
         args.out.display(),
         corpus.len(),
-        pairs.len() - neighbours
+        pairs.len(),
+        pairs.len() - neighbours,
+        if written < pairs.len() {
+            format!(
+                "; {} left out (not a width mutant on the allowed widths)",
+                pairs.len() - written
+            )
+        } else {
+            String::new()
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

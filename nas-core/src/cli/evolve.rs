@@ -199,7 +199,8 @@ pub struct SearchArgs {
     #[arg(long)]
     pub model: Option<String>,
 
-    /// Prompt style: chat, completion or structured (JSON widths under a schema) [default: completion].
+    /// Prompt style: structured (JSON widths under a schema: the style small base
+    /// models answer validly), chat or completion [default: structured].
     #[arg(long)]
     pub style: Option<String>,
 
@@ -600,6 +601,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "{}",
         report::noise_text(&summary.leaderboard, &summary.noise)
     );
+    let (made, new) = summary.proposals();
+    if made > 0 {
+        let rejected: Vec<String> = summary
+            .outcomes
+            .iter()
+            .filter(|(o, _)| *o != "ok")
+            .map(|(o, n)| format!("{o} {n}"))
+            .collect();
+        eprintln!(
+            "proposals: {made}, new and valid {new} ({:.0}%){}",
+            100.0 * new as f64 / made as f64,
+            if rejected.is_empty() {
+                String::new()
+            } else {
+                format!("; rejected: {}", rejected.join(", "))
+            }
+        );
+    }
     eprintln!(
         "{} trained in {:.1} s ({:.1} s training, {:.1}% outside training); stopped: {}",
         summary.trained,

@@ -57,9 +57,10 @@ pub struct Args {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub n: u64,
 
-    /// Prompt style: `completion` (raw few-shot, for base models), `chat`, or
-    /// `structured` (only widths, as JSON constrained by a schema).
-    #[arg(long, value_enum, default_value_t = Style::Completion)]
+    /// Prompt style: `structured` (only widths, as JSON constrained by a
+    /// schema; the style small base models answer validly), `completion` (raw
+    /// few-shot network text, for base models) or `chat`.
+    #[arg(long, value_enum, default_value_t = Style::Structured)]
     pub style: Style,
 
     /// The random seed (the sampling seed of the first LLM proposal).

@@ -40,14 +40,15 @@ pub struct LlmConfig {
 }
 
 impl LlmConfig {
-    /// Defaults for `model` at `url`: completion style, temperature 0.7, seed 0,
+    /// Defaults for `model` at `url`: structured style (the one small base
+    /// models answer validly), temperature 0.7, seed 0,
     /// 512 tokens, 120 s per request, 2 retries from 500 ms, repair on, one
     /// sample.
     pub fn new(model: impl Into<String>, url: impl Into<String>) -> LlmConfig {
         LlmConfig {
             model: model.into(),
             url: url.into(),
-            style: Style::Completion,
+            style: Style::Structured,
             temperature: 0.7,
             seed: 0,
             max_tokens: 512,

@@ -1,8 +1,9 @@
 //! The mutation baseline: pick a parent (best so far, or by tournament) and apply
 //! one mutation from the shape-consistent mutator; the mutant is judged like any
-//! proposal (budget, novelty).
+//! proposal (budget, novelty). A mutant already produced is drawn again (up to
+//! [`DRAWS`] draws).
 
-use super::{Attempt, Context, Proposal, Proposer, Round, Verdict};
+use super::{Attempt, Context, Outcome, Proposal, Proposer, Round, Verdict};
 use nas_dsl::mutate::{Mutator, SeedRng, seed_rng};
 use std::time::Instant;
 
@@ -13,6 +14,18 @@ pub enum Selection {
     Best,
     /// The best of three drawn at random among the trained ones.
     Tournament,
+}
+
+/// How many candidates a baseline draws at most for one proposal while they
+/// are networks already produced.
+pub const DRAWS: u32 = 64;
+
+/// A proposal's note, with how many duplicates were drawn again.
+pub(crate) fn redrawn_note(note: String, redrawn: u32) -> String {
+    match redrawn {
+        0 => note,
+        n => format!("{note} ({n} duplicate draws skipped)"),
+    }
 }
 
 /// The tournament size.
@@ -51,19 +64,30 @@ impl Proposer for MutateProposer {
             widths: ctx.widths,
             ..self.mutator
         };
-        let (verdict, note) = match mutator.mutate(parent, &mut self.rng) {
-            Ok(m) => {
-                let note = format!("{} of `{}`", m.mutation, parent.net().name());
-                (ctx.judge_net(m.net, None), note)
-            }
-            Err(e) => {
-                // No operator applies (or a mutator bug): recorded, not fatal here.
-                let rejection = super::Rejection {
-                    outcome: super::Outcome::ShapeError,
-                    source: None,
-                    diagnostics: format!("error: {e}"),
-                };
-                (Verdict::Rejected(rejection), "no mutation".to_string())
+        // Draws again while the mutant is a network already produced (up to
+        // DRAWS times): the baseline samples without replacement.
+        let mut redrawn = 0;
+        let (verdict, note) = loop {
+            let (verdict, note) = match mutator.mutate(parent, &mut self.rng) {
+                Ok(m) => {
+                    let note = format!("{} of `{}`", m.mutation, parent.net().name());
+                    (ctx.judge_net(m.net, None), note)
+                }
+                Err(e) => {
+                    // No operator applies (or a mutator bug): recorded, not fatal here.
+                    let rejection = super::Rejection {
+                        outcome: super::Outcome::ShapeError,
+                        source: None,
+                        diagnostics: format!("error: {e}"),
+                    };
+                    (Verdict::Rejected(rejection), "no mutation".to_string())
+                }
+            };
+            match &verdict {
+                Verdict::Rejected(r) if r.outcome == Outcome::Duplicate && redrawn + 1 < DRAWS => {
+                    redrawn += 1;
+                }
+                _ => break (verdict, redrawn_note(note, redrawn)),
             }
         };
         let raw = match &verdict {

@@ -343,6 +343,36 @@ pub fn render(style: Style, input: &PromptInput) -> Prompt {
     }
 }
 
+/// The answer a model should give, in `style`, to the prompt for `parent` when
+/// the network it should propose is `child`: the fenced network (chat), the
+/// network and the closing fence (completion, whose prompt opens the fence), or
+/// the JSON object of widths (structured; `None` when `child` is not a width
+/// mutant of `parent` with widths `widths` allows, so no accepted answer can
+/// name it). Fine-tuning pairs answer with this, under the prompt [`render`]
+/// makes.
+pub fn answer(style: Style, parent: &Arch, child: &Arch, widths: &ValueSet) -> Option<String> {
+    let source = Example::of(child, None).source;
+    match style {
+        Style::Chat => Some(format!("```nas\n{source}\n```")),
+        Style::Completion => Some(format!("{source}\n```")),
+        Style::Structured => {
+            let a = Assignment::of(parent, child, None)?;
+            let classes = parent.classes().describe(widths);
+            let allowed = classes
+                .iter()
+                .zip(&a.widths)
+                .all(|(c, w)| *w == c.width || c.allowed.contains(*w));
+            if !allowed {
+                return None;
+            }
+            // Same classes is not enough: the widths must rebuild the child.
+            let net = parent.classes().apply(parent.net().net(), &a.widths).ok()?;
+            (super::identity(&net) == super::identity(child.net().net()))
+                .then(|| super::structured::object(&a.widths))
+        }
+    }
+}
+
 fn system_message() -> String {
     format!(
         "You design convolutional networks in the nas language. You are given networks \

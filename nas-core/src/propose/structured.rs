@@ -211,7 +211,8 @@ fn walk(
     true
 }
 
-fn object(widths: &[u64]) -> String {
+/// The answer naming `widths` (`{"c0": 16, "c1": 32}`), as the model writes it.
+pub fn object(widths: &[u64]) -> String {
     let mut out = String::from("{");
     for (i, w) in widths.iter().enumerate() {
         if i > 0 {
