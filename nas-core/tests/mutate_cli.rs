@@ -396,6 +396,22 @@ fn bad_input_is_a_clear_error() {
     assert!(stderr(&run).contains("looks exhausted"), "{}", stderr(&run));
 }
 
+/// Runs `corpus pairs` on `corpus` and `results`, writing `out`.
+fn run_pairs(corpus: &Path, results: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "corpus",
+        "pairs",
+        "--corpus",
+        s(corpus),
+        "--results",
+        s(results),
+        "--out",
+        s(out),
+    ];
+    args.extend_from_slice(extra);
+    nas(&args)
+}
+
 /// `corpus pairs`: a corpus joined with measured results (here a JSON-lines file
 /// whose accuracy grows with the total width, so "better" is known) gives chat
 /// lines whose assistant answer is a better network of the same fidelity, chosen
@@ -434,18 +450,7 @@ fn corpus_pairs_answer_each_network_with_a_better_neighbour() {
     }
     let res = write(dir.path(), "results.jsonl", &results);
     let out = dir.path().join("pairs.jsonl");
-    let run = nas(&[
-        "corpus",
-        "pairs",
-        "--corpus",
-        s(&corpus),
-        "--results",
-        s(&res),
-        "--out",
-        s(&out),
-        "--style",
-        "chat",
-    ]);
+    let run = run_pairs(&corpus, &res, &out, &["--style", "chat"]);
     assert!(run.status.success(), "{}", stderr(&run));
     let pairs = lines(&out);
     // Every network but the best (unique params here, or ties) is a worse side.
@@ -489,18 +494,12 @@ fn corpus_pairs_answer_each_network_with_a_better_neighbour() {
     // The default, structured style: the proposer's raw-text prompt answered
     // with the better network's widths (the corpus holds width mutants).
     let structured = dir.path().join("structured.jsonl");
-    let run = nas(&[
-        "corpus",
-        "pairs",
-        "--corpus",
-        s(&corpus),
-        "--results",
-        s(&res),
-        "--out",
-        s(&structured),
-        "--widths",
-        "uniform:4..=1024",
-    ]);
+    let run = run_pairs(
+        &corpus,
+        &res,
+        &structured,
+        &["--widths", "uniform:4..=1024"],
+    );
     assert!(run.status.success(), "{}", stderr(&run));
     let lines_s = lines(&structured);
     assert!(!lines_s.is_empty());
@@ -528,16 +527,7 @@ fn corpus_pairs_answer_each_network_with_a_better_neighbour() {
             records[0]["hash"].as_str().unwrap()
         ),
     );
-    let run = nas(&[
-        "corpus",
-        "pairs",
-        "--corpus",
-        s(&corpus),
-        "--results",
-        s(&bad),
-        "--out",
-        s(&out),
-    ]);
+    let run = run_pairs(&corpus, &bad, &out, &[]);
     assert_eq!(run.status.code(), Some(2));
     assert!(
         stderr(&run).contains("line 1: accuracy 1.5 is not in [0, 1]"),
@@ -549,32 +539,14 @@ fn corpus_pairs_answer_each_network_with_a_better_neighbour() {
         "unknown.jsonl",
         "{\"hash\": \"abc\", \"accuracy\": 0.5}\n",
     );
-    let run = nas(&[
-        "corpus",
-        "pairs",
-        "--corpus",
-        s(&corpus),
-        "--results",
-        s(&unknown),
-        "--out",
-        s(&out),
-    ]);
+    let run = run_pairs(&corpus, &unknown, &out, &[]);
     assert!(
         stderr(&run).contains("hash abc is not in the corpus"),
         "{}",
         stderr(&run)
     );
     let missing = dir.path().join("nope");
-    let run = nas(&[
-        "corpus",
-        "pairs",
-        "--corpus",
-        s(&corpus),
-        "--results",
-        s(&missing),
-        "--out",
-        s(&out),
-    ]);
+    let run = run_pairs(&corpus, &missing, &out, &[]);
     assert_eq!(run.status.code(), Some(2));
     assert!(stderr(&run).contains("nope"), "{}", stderr(&run));
 }
