@@ -1,0 +1,551 @@
+//! What a search is: its settings (saved with the run as `config.toml`), their
+//! defaults (the no-argument search), the checks and the named choices resolved.
+
+use super::{DEFAULT_MODEL, EvolveError};
+use crate::data::DatasetKind;
+use crate::propose::{Budget, LlmConfig, Style};
+use crate::train::{BackendKind, Schedule, TrainConfig};
+use clap::ValueEnum;
+use nas_dsl::mutate::ValueSet;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Which proposer a search uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProposerKind {
+    /// `ollama` when a server with the model answers at the URL, else `mutate`.
+    Auto,
+    /// A model served by Ollama.
+    Ollama,
+    /// A model behind an OpenAI-compatible endpoint.
+    Openai,
+    /// One mutation of a tournament-selected parent.
+    Mutate,
+    /// Random widths over the seed's width classes.
+    Random,
+}
+
+impl ProposerKind {
+    /// The name on the command line and in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposerKind::Auto => "auto",
+            ProposerKind::Ollama => "ollama",
+            ProposerKind::Openai => "openai",
+            ProposerKind::Mutate => "mutate",
+            ProposerKind::Random => "random",
+        }
+    }
+
+    /// Parses a name, with a clear error listing the choices.
+    pub fn parse(name: &str) -> Result<ProposerKind, EvolveError> {
+        parse_choice("proposer", name.trim())
+    }
+}
+
+/// Parses a named choice (case-insensitive), or an error naming the value and
+/// listing the choices, which come from the type itself.
+fn parse_choice<T: ValueEnum>(what: &str, value: &str) -> Result<T, EvolveError> {
+    T::from_str(value, true).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|p| p.get_name().to_string())
+            .collect();
+        EvolveError::Config(format!(
+            "unknown {what} `{value}`; expected one of: {}",
+            names.join(", ")
+        ))
+    })
+}
+
+impl fmt::Display for ProposerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A duration written `90`, `90s`, `3m`, `1h30m` (seconds when no unit).
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Seconds(pub f64);
+
+impl Seconds {
+    /// Parses `90`, `90s`, `2.5m`, `1h30m`.
+    pub fn parse(text: &str) -> Result<Seconds, String> {
+        let t = text.trim();
+        let bad = || format!("`{text}` is not a duration; write e.g. `90s`, `3m` or `1h30m`");
+        if t.is_empty() {
+            return Err(bad());
+        }
+        let mut total = 0.0;
+        let mut number = String::new();
+        for c in t.chars() {
+            if c.is_ascii_digit() || c == '.' {
+                number.push(c);
+                continue;
+            }
+            let unit = match c {
+                's' => 1.0,
+                'm' => 60.0,
+                'h' => 3600.0,
+                _ => return Err(bad()),
+            };
+            let v: f64 = number.parse().map_err(|_| bad())?;
+            total += v * unit;
+            number.clear();
+        }
+        if !number.is_empty() {
+            total += number.parse::<f64>().map_err(|_| bad())?;
+        }
+        if !total.is_finite() || total <= 0.0 {
+            return Err(format!("the duration `{text}` must be positive"));
+        }
+        Ok(Seconds(total))
+    }
+}
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        if s.fract() == 0.0 && s >= 60.0 && s % 60.0 == 0.0 {
+            if s % 3600.0 == 0.0 {
+                write!(f, "{}h", s / 3600.0)
+            } else {
+                write!(f, "{}m", s / 60.0)
+            }
+        } else {
+            write!(f, "{s}s")
+        }
+    }
+}
+
+impl Serialize for Seconds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Seconds, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) if n > 0.0 && n.is_finite() => Ok(Seconds(n)),
+            Raw::Number(n) => Err(serde::de::Error::custom(format!(
+                "the duration {n} must be positive"
+            ))),
+            Raw::Text(t) => Seconds::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// `Option<Seconds>` written as a duration or `"none"`, so a search without a
+/// time budget keeps none when its saved configuration is read back.
+mod opt_seconds {
+    use super::Seconds;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Seconds>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_str(&d.to_string()),
+            None => s.serialize_str("none"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Seconds>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(t) if matches!(t.trim(), "none" | "off") => Ok(None),
+            Raw::Text(t) => Seconds::parse(&t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            Raw::Number(n) if n > 0.0 && n.is_finite() => Ok(Some(Seconds(n))),
+            Raw::Number(n) => Err(serde::de::Error::custom(format!(
+                "the duration {n} must be positive (write \"none\" for no limit)"
+            ))),
+        }
+    }
+}
+
+/// Parses a count written `5000`, `100k`, `1.5M` or `2G` (powers of 1,000).
+pub fn parse_count(text: &str) -> Result<u64, String> {
+    let t = text.trim().replace(['_', ','], "");
+    let (digits, factor) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1e9),
+        _ => (t.as_str(), 1.0),
+    };
+    match digits.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v * factor < 1.8e19 => {
+            Ok((v * factor).round() as u64)
+        }
+        _ => Err(format!(
+            "`{text}` is not a count; write e.g. `50000`, `100k` or `1.5M`"
+        )),
+    }
+}
+
+/// How candidates are trained (identical for every trial of a search, so accuracy
+/// differences come from the architecture).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSettings {
+    /// `synthetic`, `cifar10` or `cifar100`.
+    pub dataset: String,
+    /// The extracted CIFAR directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Training images to use (synthetic: 8,000 unless set; CIFAR: all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_size: Option<usize>,
+    /// Test images to use (synthetic: 5,000 unless set; CIFAR: all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_size: Option<usize>,
+    /// Batch size.
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// `cosine` or `one-cycle`.
+    pub schedule: String,
+    /// Seeds weights, shuffling and augmentation (the same for every trial).
+    pub seed: u64,
+    /// `flex` or `cuda`.
+    pub backend: String,
+    /// Crop-and-flip augmentation (off by default: a one-epoch trial sees each
+    /// image once, and augmentation only slows its learning).
+    pub augment: bool,
+}
+
+impl Default for TrainSettings {
+    /// The default search fidelity (with [`SearchConfig::default`]'s one epoch):
+    /// batch 32, peak learning rate 0.1, cosine decay, no augmentation; on the
+    /// synthetic task 8,000 training and 5,000 test images. Chosen with
+    /// `nas-core fidelity` (the README has the figures).
+    fn default() -> Self {
+        TrainSettings {
+            dataset: "synthetic".into(),
+            data_dir: None,
+            train_size: None,
+            test_size: None,
+            batch: 32,
+            lr: 0.1,
+            schedule: "cosine".into(),
+            seed: 0,
+            backend: "flex".into(),
+            augment: false,
+        }
+    }
+}
+
+/// How the LLM proposers reach their model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmSettings {
+    /// The server URL (default: Ollama's or llama-server's local address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The model's name on the server.
+    pub model: String,
+    /// `structured`, `chat` or `completion`.
+    pub style: String,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Most tokens per answer.
+    pub max_tokens: u32,
+    /// Longest wait for one answer.
+    pub timeout: Seconds,
+    /// Retries after transport failures.
+    pub retries: u32,
+    /// Whether a rejected answer gets one repair round.
+    pub repair: bool,
+    /// Answers sampled per proposal before the repair round (the first
+    /// acceptable one is kept).
+    pub samples: u32,
+    /// Whether the next proposal is asked for while a trial trains (it sees the
+    /// results finished so far); otherwise only after the trial ends.
+    pub propose_ahead: bool,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        let d = LlmConfig::new(DEFAULT_MODEL, "");
+        LlmSettings {
+            url: None,
+            model: DEFAULT_MODEL.into(),
+            style: d.style.as_str().into(),
+            temperature: d.temperature,
+            max_tokens: d.max_tokens,
+            timeout: Seconds(d.timeout.as_secs_f64()),
+            retries: d.retries,
+            repair: d.repair,
+            samples: d.samples,
+            propose_ahead: true,
+        }
+    }
+}
+
+/// Everything that defines a search; saved with the run (`config.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// The run's name (its directory under `runs_dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where run directories go.
+    pub runs_dir: PathBuf,
+    /// Who proposes the children.
+    pub proposer: ProposerKind,
+    /// The seed network's file (default: the embedded `models/nas/small_cnn.nas`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed_file: Option<PathBuf>,
+    /// Which net of the seed file (default: the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net: Option<String>,
+    /// Proposals after the seed network.
+    pub trials: u64,
+    /// Stop proposing once the search has run this long (`"none"`: no limit).
+    #[serde(with = "opt_seconds")]
+    pub time_budget: Option<Seconds>,
+    /// Training epochs per trial (the search fidelity).
+    pub epochs: usize,
+    /// Retrain the top architectures for this many epochs at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_epochs: Option<usize>,
+    /// How many architectures the final stage retrains.
+    pub final_top: usize,
+    /// The population: the top-k trained architectures by accuracy.
+    pub population: usize,
+    /// Tournament size for choosing a parent from the population.
+    pub tournament: usize,
+    /// Most learnable parameters of a candidate (checked before training).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_params: Option<u64>,
+    /// Most multiply-accumulates per sample (checked before training).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_flops: Option<u64>,
+    /// The widths a class may take (`uniform:4..=1024`, `step:8..=512`).
+    pub widths: String,
+    /// Whether the mutator also changes structure (duplicate, remove, kernel).
+    pub structural: bool,
+    /// Seeds the proposer and the parent selection.
+    pub seed: u64,
+    /// Training settings.
+    pub train: TrainSettings,
+    /// LLM settings.
+    pub llm: LlmSettings,
+}
+
+impl Default for SearchConfig {
+    /// The no-argument search: sized to finish in about three minutes on 2 cores.
+    fn default() -> Self {
+        SearchConfig {
+            name: None,
+            runs_dir: PathBuf::from("runs"),
+            proposer: ProposerKind::Auto,
+            seed_file: None,
+            net: None,
+            trials: 20,
+            time_budget: Some(Seconds(150.0)),
+            epochs: 1,
+            final_epochs: None,
+            final_top: 3,
+            population: 8,
+            tournament: 3,
+            max_params: None,
+            max_flops: None,
+            widths: "step:8..=64".into(),
+            structural: false,
+            seed: 0,
+            train: TrainSettings::default(),
+            llm: LlmSettings::default(),
+        }
+    }
+}
+
+impl SearchConfig {
+    /// Reads a TOML configuration file (unknown keys are errors).
+    pub fn from_toml_file(path: &Path) -> Result<SearchConfig, EvolveError> {
+        let text = std::fs::read_to_string(path).map_err(|source| EvolveError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            EvolveError::Config(format!(
+                "`{}`: {}",
+                path.display(),
+                e.to_string().trim_end()
+            ))
+        })
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> Result<String, EvolveError> {
+        toml::to_string_pretty(self).map_err(|e| EvolveError::Config(e.to_string()))
+    }
+
+    /// Checks the values and converts the named choices.
+    pub fn resolve(&self) -> Result<Resolved, EvolveError> {
+        let bad = |m: String| Err(EvolveError::Config(m));
+        let dataset: DatasetKind = parse_choice("dataset", &self.train.dataset)?;
+        let schedule: Schedule = parse_choice("schedule", &self.train.schedule)?;
+        let backend: BackendKind = parse_choice("backend", &self.train.backend)?;
+        let style: Style = parse_choice("prompt style", &self.llm.style)?;
+        let widths: ValueSet = self
+            .widths
+            .parse()
+            .map_err(|e| EvolveError::Config(format!("`widths = \"{}\"`: {e}", self.widths)))?;
+        if self.epochs == 0 {
+            return bad("`epochs` must be at least 1".into());
+        }
+        if self.final_epochs == Some(0) {
+            return bad("`final_epochs` must be at least 1".into());
+        }
+        if self.population == 0 || self.tournament == 0 {
+            return bad("`population` and `tournament` must be at least 1".into());
+        }
+        if !(1..=16).contains(&self.llm.samples) {
+            return bad(format!(
+                "`llm.samples` must be between 1 and 16, not {}",
+                self.llm.samples
+            ));
+        }
+        if self.train.batch == 0 {
+            return bad("the batch size must be at least 1".into());
+        }
+        if !(self.train.lr.is_finite() && self.train.lr > 0.0) {
+            return bad(format!(
+                "the learning rate must be positive, not {}",
+                self.train.lr
+            ));
+        }
+        if let Some(name) = &self.name {
+            check_name(name)?;
+        }
+        Ok(Resolved {
+            dataset,
+            schedule,
+            backend,
+            style,
+            widths,
+        })
+    }
+
+    /// The training configuration at `epochs`.
+    pub fn train_config(&self, r: &Resolved, epochs: usize) -> TrainConfig {
+        TrainConfig {
+            epochs,
+            batch: self.train.batch,
+            lr: self.train.lr,
+            schedule: r.schedule,
+            seed: self.train.seed,
+            augment: if self.train.augment {
+                crate::data::augment::Augment::STANDARD
+            } else {
+                crate::data::augment::Augment::NONE
+            },
+            ..TrainConfig::default()
+        }
+    }
+
+    /// The budget checked before training.
+    pub fn budget(&self) -> Budget {
+        Budget {
+            max_params: self.max_params,
+            max_flops: self.max_flops,
+        }
+    }
+}
+
+/// A run name must be one plain path component.
+fn check_name(name: &str) -> Result<(), EvolveError> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EvolveError::Config(format!(
+            "the run name `{name}` must be letters, digits, `-`, `_` or `.`"
+        )))
+    }
+}
+
+/// The typed choices of a [`SearchConfig`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Resolved {
+    /// The task.
+    pub dataset: DatasetKind,
+    /// The learning-rate schedule.
+    pub schedule: Schedule,
+    /// The Burn backend.
+    pub backend: BackendKind,
+    /// The prompt style.
+    pub style: Style,
+    /// The widths a class may take.
+    pub widths: ValueSet,
+}
+
+/// A default run name from the current UTC time: `evolve-20250101-120000`.
+pub fn default_name(prefix: &str) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{prefix}-{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Training images of the synthetic task in a search, unless set.
+pub const SYNTHETIC_TRAIN: usize = 8_000;
+/// Test images of the synthetic task in a search, unless set.
+pub const SYNTHETIC_TEST: usize = 5_000;
+
+/// The training and test sizes a configuration uses (the synthetic task's
+/// defaults filled in).
+pub fn task_sizes(cfg: &SearchConfig, r: &Resolved) -> (Option<usize>, Option<usize>) {
+    if r.dataset == DatasetKind::Synthetic {
+        (
+            Some(cfg.train.train_size.unwrap_or(SYNTHETIC_TRAIN)),
+            Some(cfg.train.test_size.unwrap_or(SYNTHETIC_TEST)),
+        )
+    } else {
+        (cfg.train.train_size, cfg.train.test_size)
+    }
+}
+
+/// Writes the sizes the task resolves to into the configuration, so the saved
+/// configuration states them.
+pub fn fill_task_sizes(cfg: &mut SearchConfig, r: &Resolved) {
+    let (train, test) = task_sizes(cfg, r);
+    cfg.train.train_size = train;
+    cfg.train.test_size = test;
+}

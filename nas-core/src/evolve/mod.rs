@@ -1,0 +1,220 @@
+//! The search loop: a population (the top-k trained architectures by accuracy),
+//! parents chosen by tournament, one child per step from the proposer, trained at
+//! the trial fidelity and recorded in the run's [`Store`](crate::store::Store); stopping at a number of
+//! proposals or a time budget; then an optional retraining of the top
+//! architectures at a higher fidelity, the leaderboard, `best.nas` and the report.
+//!
+//! Every state change goes to the store first, so `evolve --resume` continues a
+//! killed run: the trial that was in flight is trained again, finished ones never.
+//!
+//! One home per concern: `config` (what a search is: settings, defaults,
+//! checks), `proposers` (starting the chosen proposer) and `search` (the loop,
+//! its records and loading a run back).
+
+mod config;
+mod proposers;
+mod search;
+
+pub use config::*;
+pub use proposers::*;
+pub use search::*;
+
+use crate::data;
+use crate::propose::ProposeError;
+use crate::report::ReportError;
+use crate::store::StoreError;
+use crate::train::TrainError;
+use std::path::PathBuf;
+
+/// The default seed network (`models/nas/small_cnn.nas`), embedded so a search
+/// starts from any directory.
+pub const SEED_SOURCE: &str = include_str!("../../../models/nas/small_cnn.nas");
+/// Where the embedded seed comes from, for messages.
+pub const SEED_FILE: &str = "models/nas/small_cnn.nas";
+/// The effective configuration's file name in a run directory.
+pub const CONFIG_FILE: &str = "config.toml";
+/// The log file's name in a run directory.
+pub const LOG_FILE: &str = "evolve.log";
+/// The default Ollama model.
+pub const DEFAULT_MODEL: &str = "gemma3:270m";
+
+/// Why a search could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum EvolveError {
+    /// The configuration is invalid.
+    #[error("invalid search configuration: {0}")]
+    Config(String),
+    /// The seed network does not parse or check.
+    #[error("the seed network `{file}` does not pass the checker:\n{rendered}")]
+    Seed {
+        /// Its file.
+        file: String,
+        /// The rendered diagnostics.
+        rendered: String,
+    },
+    /// The seed network does not fit the task or the budget.
+    #[error("{0}")]
+    SeedUnfit(String),
+    /// A run of that name already exists.
+    #[error("run `{}` already exists; continue it with `nas-core evolve --resume {}` or choose another `--name`", .0.display(), .0.display())]
+    Exists(PathBuf),
+    /// The run's record.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The data.
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    /// The proposer could not start.
+    #[error(transparent)]
+    Propose(#[from] ProposeError),
+    /// Training refused the configuration.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// The report.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// Files around the run (config, runtime).
+    #[error("`{}`: {source}", path.display())]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[cfg(test)]
+#[allow(clippy::field_reassign_with_default)] // each test varies one field of the default
+mod tests {
+    use super::*;
+    use crate::propose::Budget;
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!(Seconds::parse("90").unwrap(), Seconds(90.0));
+        assert_eq!(Seconds::parse("90s").unwrap(), Seconds(90.0));
+        assert_eq!(Seconds::parse("3m").unwrap(), Seconds(180.0));
+        assert_eq!(Seconds::parse("1h30m").unwrap(), Seconds(5400.0));
+        assert_eq!(Seconds::parse("2.5m").unwrap(), Seconds(150.0));
+        assert!(Seconds::parse("soon").is_err());
+        assert!(Seconds::parse("0").is_err());
+        assert!(Seconds::parse("").is_err());
+        assert_eq!(Seconds(180.0).to_string(), "3m");
+        assert_eq!(Seconds(7200.0).to_string(), "2h");
+        assert_eq!(Seconds(90.0).to_string(), "90s");
+    }
+
+    #[test]
+    fn counts_parse_with_suffixes() {
+        assert_eq!(parse_count("5000"), Ok(5000));
+        assert_eq!(parse_count("100k"), Ok(100_000));
+        assert_eq!(parse_count("1.5M"), Ok(1_500_000));
+        assert_eq!(parse_count("50_000"), Ok(50_000));
+        assert!(parse_count("lots").is_err());
+        assert!(parse_count("-3").is_err());
+    }
+
+    #[test]
+    fn config_round_trips_through_toml_and_rejects_unknown_keys() {
+        let mut cfg = SearchConfig::default();
+        cfg.name = Some("x".into());
+        let text = cfg.to_toml().unwrap();
+        assert_eq!(toml::from_str::<SearchConfig>(&text).unwrap(), cfg);
+        cfg.time_budget = None;
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert_eq!(serde_json::from_str::<SearchConfig>(&json).unwrap(), cfg);
+        cfg.max_params = Some(10_000);
+        cfg.final_epochs = Some(3);
+        let text = cfg.to_toml().unwrap();
+        let back: SearchConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, cfg);
+        let e = toml::from_str::<SearchConfig>("trails = 3").unwrap_err();
+        assert!(e.to_string().contains("unknown field `trails`"), "{e}");
+        let partial: SearchConfig =
+            toml::from_str("trials = 3\ntime_budget = \"2m\"\n[train]\nbatch = 32\n").unwrap();
+        assert_eq!(partial.trials, 3);
+        assert_eq!(partial.time_budget, Some(Seconds(120.0)));
+        assert_eq!(partial.train.batch, 32);
+        assert_eq!(partial.train.dataset, "synthetic");
+    }
+
+    #[test]
+    fn resolve_names_the_bad_choice() {
+        let mut cfg = SearchConfig::default();
+        cfg.train.dataset = "imagenet".into();
+        let e = cfg.resolve().unwrap_err().to_string();
+        assert!(
+            e.contains("unknown dataset `imagenet`; expected one of: synthetic, cifar10, cifar100"),
+            "{e}"
+        );
+        let mut cfg = SearchConfig::default();
+        cfg.llm.style = "poem".into();
+        let e = cfg.resolve().unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "unknown prompt style `poem`; expected one of: chat, completion, structured"
+            ),
+            "{e}"
+        );
+        let mut cfg = SearchConfig::default();
+        cfg.train.schedule = "step".into();
+        let e = cfg.resolve().unwrap_err().to_string();
+        assert!(
+            e.contains("unknown schedule `step`; expected one of: cosine, one-cycle"),
+            "{e}"
+        );
+        let mut cfg = SearchConfig::default();
+        cfg.widths = "wide".into();
+        assert!(
+            cfg.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("`widths = \"wide\"`")
+        );
+        let mut cfg = SearchConfig::default();
+        cfg.name = Some("../x".into());
+        assert!(cfg.resolve().is_err());
+        assert!(SearchConfig::default().resolve().is_ok());
+    }
+
+    #[test]
+    fn unknown_proposers_are_named() {
+        let e = ProposerKind::parse("gpt").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid search configuration: unknown proposer `gpt`; expected one of: auto, ollama, openai, mutate, random"
+        );
+        assert_eq!(
+            ProposerKind::parse(" Random ").unwrap(),
+            ProposerKind::Random
+        );
+    }
+
+    #[test]
+    fn the_embedded_seed_checks_and_budgets_are_enforced() {
+        let cfg = SearchConfig::default();
+        let net = seed_network(&cfg).unwrap();
+        assert_eq!(net.name(), "SmallCnn");
+        let budget = Budget {
+            max_params: Some(1000),
+            max_flops: None,
+        };
+        let e = check_seed_budget(&net, &budget).unwrap_err().to_string();
+        assert!(
+            e.contains("has 24,458 parameters, more than `--max-params 1,000`"),
+            "{e}"
+        );
+        let mut cfg = SearchConfig::default();
+        cfg.net = Some("Nope".into());
+        let e = seed_network(&cfg).unwrap_err().to_string();
+        assert!(e.contains("no net `Nope`"), "{e}");
+    }
+
+    #[test]
+    fn default_names_look_like_timestamps() {
+        let n = default_name("evolve");
+        assert_eq!(n.len(), "evolve-20250101-120000".len(), "{n}");
+        assert!(n.starts_with("evolve-20"));
+    }
+}
