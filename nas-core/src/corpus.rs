@@ -100,6 +100,47 @@ struct HashOnly {
     hash: String,
 }
 
+/// A corpus record as read back for training.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Member {
+    /// SHA-256 of `source`.
+    pub hash: String,
+    /// The parent's hash.
+    pub parent_hash: String,
+    /// Canonical text.
+    pub source: String,
+}
+
+/// The first `n` records of a corpus, in file order. A last line without its
+/// newline (an interrupted write) is left out; any other bad line is an error.
+pub fn members(path: &Path, n: usize) -> Result<Vec<Member>, CorpusError> {
+    let file = File::open(path).map_err(io("read", path))?;
+    let mut reader = BufReader::new(file);
+    let mut out = Vec::new();
+    let mut line = Vec::new();
+    let mut number = 0;
+    while out.len() < n {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(io("read", path))?;
+        if read == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        number += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let record: Member = serde_json::from_slice(&line).map_err(|e| CorpusError::BadRecord {
+            path: path.to_path_buf(),
+            line: number,
+            reason: e.to_string(),
+        })?;
+        out.push(record);
+    }
+    Ok(out)
+}
+
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CorpusError {
     let path = path.to_path_buf();
     move |source| CorpusError::Io {

@@ -529,30 +529,18 @@ impl Check {
             if rec.status().is_final() {
                 continue;
             }
-            let net = nas_dsl::check_str(&rec.trial.source)
-                .ok()
-                .and_then(|n| n.into_iter().next())
-                .ok_or_else(|| {
-                    EvolveError::Store(StoreError::Trial {
-                        id: p.trial,
-                        reason: "the stored source does not pass the checker".into(),
-                    })
-                })?;
-            self.store.start_trial(p.trial)?;
-            let rec = self
-                .store
-                .trials()?
-                .into_iter()
-                .find(|t| t.id == p.trial)
-                .unwrap_or(rec);
-            obs.trial_started(&rec);
             let mut tc = self
                 .cfg
                 .train_config(&self.resolved, rec.trial.epochs as usize);
             tc.seed = p.seed;
-            let (result, fatal) =
-                evolve::train_to_result(self.resolved.backend, &net, &self.task, &tc, &mut *obs);
-            self.store.finish_trial(p.trial, &result)?;
+            let (rec, result, fatal) = evolve::train_stored(
+                &mut self.store,
+                p.trial,
+                self.resolved.backend,
+                &self.task,
+                &tc,
+                &mut *obs,
+            )?;
             if let Some(m) = fatal {
                 return Err(EvolveError::Train(train::TrainError::Config(m)));
             }

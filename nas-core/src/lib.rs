@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod corpus;
+pub mod corpus_train;
 pub mod data;
 pub mod evolve;
 pub mod fidelity;

@@ -571,3 +571,128 @@ fn a_reader_that_stops_early_is_not_an_error() {
     assert!(!err.contains("panicked"), "stderr: {err}");
     assert_eq!(result.status.code(), Some(0), "stderr: {err}");
 }
+
+/// `corpus train`: the first N corpus members trained into a run store that
+/// `corpus pairs` reads; running it again keeps what finished and adds members
+/// when N grows; the task cannot change on a continued run; bad input is clear.
+#[test]
+fn corpus_train_trains_the_first_members_and_continues() {
+    use nas_core::store::{SqliteStore, Store, TrialStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/nas/small_cnn.nas");
+    let corpus = dir.path().join("corpus.jsonl");
+    let run = nas(&[
+        "corpus",
+        "--from",
+        seed,
+        "--n",
+        "5",
+        "--widths",
+        "step:8..=64",
+        "--out",
+        s(&corpus),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let records = lines(&corpus);
+    let out = dir.path().join("run");
+    let tiny = [
+        "--epochs",
+        "1",
+        "--train-size",
+        "64",
+        "--test-size",
+        "32",
+        "--batch",
+        "32",
+    ];
+    let train = |n: &str, extra: &[&str]| {
+        let mut args = vec![
+            "corpus",
+            "train",
+            "--corpus",
+            s(&corpus),
+            "--n",
+            n,
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        nas(&args)
+    };
+    let run = train("3", &tiny);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("3 of 3 members trained"),
+        "{}",
+        stderr(&run)
+    );
+    let identity =
+        |source: &str| nas_core::propose::identity(&nas_dsl::parse_str(source).unwrap().nets[0]);
+    let first = SqliteStore::open(&out).unwrap().trials().unwrap();
+    assert_eq!(first.len(), 3);
+    for (t, r) in first.iter().zip(&records) {
+        assert_eq!(t.status(), TrialStatus::Done);
+        assert_eq!(t.trial.proposer, "corpus");
+        assert_eq!(t.trial.hash, identity(r["source"].as_str().unwrap()));
+        assert_eq!(t.trial.epochs, 1);
+        assert!(t.accuracy.is_some());
+    }
+    // A larger N adds the next members; finished trainings are kept as they are.
+    let run = train("5", &[]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("5 members (3 already finished)"),
+        "{}",
+        stderr(&run)
+    );
+    let all = SqliteStore::open(&out).unwrap().trials().unwrap();
+    assert_eq!(all.len(), 5);
+    for (a, b) in first.iter().zip(&all) {
+        assert_eq!(a.finished_at, b.finished_at);
+        assert_eq!(a.accuracy, b.accuracy);
+    }
+    assert!(all.iter().all(|t| t.status() == TrialStatus::Done));
+    // The run keeps its task.
+    let run = train("5", &["--epochs", "2"]);
+    assert!(!run.status.success());
+    assert!(
+        stderr(&run).contains("--epochs cannot change when continuing"),
+        "{}",
+        stderr(&run)
+    );
+    // Its results pair.
+    let pairs = dir.path().join("pairs.jsonl");
+    let run = run_pairs(&corpus, &out, &pairs, &["--style", "chat"]);
+    let accuracies: HashSet<u64> = all
+        .iter()
+        .filter_map(|t| t.accuracy.map(f64::to_bits))
+        .collect();
+    if accuracies.len() > 1 {
+        assert!(run.status.success(), "{}", stderr(&run));
+        assert!(!lines(&pairs).is_empty());
+    }
+    // Bad input.
+    let run = nas(&[
+        "corpus",
+        "train",
+        "--corpus",
+        "nope.jsonl",
+        "--n",
+        "2",
+        "--out",
+        s(&dir.path().join("r2")),
+    ]);
+    assert!(!run.status.success());
+    assert!(stderr(&run).contains("nope.jsonl"), "{}", stderr(&run));
+    let run = nas(&[
+        "corpus",
+        "train",
+        "--corpus",
+        s(&corpus),
+        "--n",
+        "0",
+        "--out",
+        s(&out),
+    ]);
+    assert!(!run.status.success());
+}

@@ -20,11 +20,13 @@ use std::process::ExitCode;
 /// rerun with the same output drops a trailing partial line, skips what is
 /// already there and continues until the file holds N records.
 ///
-/// `corpus pairs` turns evaluated networks into fine-tuning pairs instead.
+/// `corpus train` trains corpus members; `corpus pairs` turns evaluated
+/// networks into fine-tuning pairs.
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
-    /// `pairs`: fine-tuning pairs from a corpus and measured results.
+    /// `train`: train corpus members; `pairs`: fine-tuning pairs from a corpus
+    /// and measured results.
     #[command(subcommand)]
     pub command: Option<Sub>,
 
@@ -66,6 +68,75 @@ pub enum Sub {
     /// only where none is better, a better one drawn at random (seeded).
     /// Accuracies are compared only at the same number of epochs.
     Pairs(PairsArgs),
+    /// Train the first N corpus members at a search fidelity, so that `corpus
+    /// pairs` has measured results to pair.
+    ///
+    /// The trainings go into a run store like `evolve`'s (`OUT/nas.db`; give
+    /// `OUT` to `corpus pairs --results`). Running it again on the same `--out`
+    /// continues: finished trainings are kept, one a killed process left running
+    /// is trained again, and a larger N adds members. The run keeps the task
+    /// settings it was created with.
+    Train(Box<TrainArgs>),
+}
+
+/// Arguments of `corpus train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// The corpus (`nas-core corpus --out …`).
+    #[arg(long, value_name = "corpus.jsonl")]
+    pub corpus: PathBuf,
+
+    /// How many corpus members to train (the first N records).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub n: u64,
+
+    /// The run directory (created, or continued).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub out: PathBuf,
+
+    /// The task and the fidelity (as for `evolve`; the seed flags are unused:
+    /// the networks are the corpus's).
+    #[command(flatten)]
+    pub task: super::evolve::TaskArgs,
+}
+
+/// Runs `corpus train`.
+fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = crate::evolve::SearchConfig::default();
+    args.task.apply(&mut cfg);
+    let resuming = args.out.join(crate::store::sqlite::DB_FILE).exists();
+    if resuming {
+        let given = args.task.given();
+        if !given.is_empty() {
+            bail!(
+                "{} cannot change when continuing `{}` (the run keeps its task settings)",
+                given.join(", "),
+                args.out.display()
+            );
+        }
+    }
+    let n = usize::try_from(args.n).unwrap_or(usize::MAX);
+    let mut run = crate::corpus_train::CorpusRun::open(&args.out, cfg, &args.corpus, n)?;
+    let before = run.progress()?;
+    eprintln!(
+        "corpus training in {}: {} members ({} already finished)",
+        run.dir().display(),
+        before.members,
+        before.finished
+    );
+    let mut reporter = super::evolve::Reporter::new("");
+    let dir = run.dir().to_path_buf();
+    let after = super::evolve::with_log(&dir, || run.run(&mut reporter))??;
+    drop(reporter);
+    eprintln!(
+        "{} of {} members trained to the end ({} diverged or failed); pairs: nas-core corpus pairs --corpus {} --results {} --out pairs.jsonl",
+        after.trained,
+        after.members,
+        after.finished - after.trained,
+        args.corpus.display(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Arguments of `corpus pairs`.
@@ -187,8 +258,10 @@ fn progress_bar(n: u64) -> ProgressBar {
 
 /// Runs `corpus`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(Sub::Pairs(p)) = args.command {
-        return run_pairs(p);
+    match args.command {
+        Some(Sub::Pairs(p)) => return run_pairs(p),
+        Some(Sub::Train(t)) => return run_train(*t),
+        None => {}
     }
     let (Some(n), Some(out)) = (args.n, args.out) else {
         bail!("`corpus` needs --n and --out");

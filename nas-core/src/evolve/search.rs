@@ -273,6 +273,49 @@ pub fn train_to_result(
     }
 }
 
+/// Trains the stored trial `id` (its network from its stored source) and
+/// records how it ended: start, the observer's events, train, finish. Returns
+/// the finished record, the result, and the refusal of the configuration
+/// itself when training refused it (every trial would: the caller stops). For
+/// batches of planned trainings (`fidelity`, `corpus train`).
+pub fn train_stored(
+    store: &mut SqliteStore,
+    id: TrialId,
+    backend: BackendKind,
+    task: &Task,
+    cfg: &TrainConfig,
+    obs: &mut dyn SearchObserver,
+) -> Result<(TrialRecord, TrialResult, Option<String>), EvolveError> {
+    let find = |store: &SqliteStore| -> Result<TrialRecord, EvolveError> {
+        store
+            .trials()?
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| {
+                EvolveError::Store(StoreError::Trial {
+                    id,
+                    reason: "planned but not in the store".into(),
+                })
+            })
+    };
+    let rec = find(store)?;
+    let net = nas_dsl::check_str(&rec.trial.source)
+        .ok()
+        .and_then(|n| n.into_iter().next())
+        .ok_or_else(|| {
+            EvolveError::Store(StoreError::Trial {
+                id,
+                reason: "the stored source does not pass the checker".into(),
+            })
+        })?;
+    store.start_trial(id)?;
+    obs.trial_started(&find(store)?);
+    let (result, fatal) = train_to_result(backend, &net, task, cfg, &mut *obs);
+    store.finish_trial(id, &result)?;
+    let rec = find(store)?;
+    Ok((rec, result, fatal))
+}
+
 /// Loads the task and checks that the seed network fits it.
 pub fn load_task(cfg: &SearchConfig, r: &Resolved, seed: &CheckedNet) -> Result<Task, EvolveError> {
     let (train, test) = task_sizes(cfg, r);
