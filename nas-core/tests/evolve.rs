@@ -521,3 +521,47 @@ fn a_two_trial_search_with_the_live_model_records_its_proposals() {
     );
     assert!(tmp.path().join("llm/report.html").is_file());
 }
+
+/// `--jobs 2`: two trainings at once, and the run's invariants hold: every
+/// proposal recorded once, every trial trained once to a final state, the
+/// leaderboard what the store holds.
+#[test]
+fn two_jobs_train_side_by_side_and_every_trial_ends_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = evolve(tmp.path(), "jobs", &["--trials", "6", "--jobs", "2"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("with 2 jobs"), "{stderr}");
+    let store = SqliteStore::open(&tmp.path().join("jobs")).unwrap();
+    let trials = store.trials().unwrap();
+    assert_eq!(trials.len(), 7, "the seed and 6 proposals");
+    let steps: HashSet<u64> = trials.iter().map(|t| t.trial.step).collect();
+    assert_eq!(steps.len(), 7, "each step recorded once");
+    let trained: Vec<_> = trials
+        .iter()
+        .filter(|t| t.status() != TrialStatus::Invalid)
+        .collect();
+    for t in &trained {
+        assert!(t.status().is_final(), "{:?}", t.status());
+        assert_eq!(t.runs, 1, "trial {} trained {} times", t.id, t.runs);
+        assert!(t.finished_at.is_some() && t.train_s.is_some());
+    }
+    // Two trainings overlapped in time.
+    let spans: Vec<(f64, f64)> = trained
+        .iter()
+        .map(|t| {
+            let end = t.finished_at.unwrap();
+            (end - t.train_s.unwrap(), end)
+        })
+        .collect();
+    let overlapping = spans
+        .iter()
+        .enumerate()
+        .any(|(i, a)| spans[i + 1..].iter().any(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(overlapping, "no two trainings ran at once: {spans:?}");
+    let done = trials
+        .iter()
+        .filter(|t| t.status() == TrialStatus::Done)
+        .count();
+    assert!(stderr.contains(&format!("{done} trained in")), "{stderr}");
+}

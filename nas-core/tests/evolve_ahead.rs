@@ -121,6 +121,9 @@ fn search(upstream: &str, ahead: bool) -> (usize, usize) {
         proposer: ProposerKind::Openai,
         trials: 3,
         time_budget: None,
+        // One job: with two, a second slot asks for proposals during training
+        // whatever the setting.
+        jobs: 1,
         ..SearchConfig::default()
     };
     cfg.llm.url = Some(proxy.url());

@@ -190,6 +190,13 @@ pub struct SearchArgs {
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
 
+    /// Trials trained at once, each on its share of the CPU threads; the search
+    /// is asynchronous (a freed job gets the next proposal, made from the
+    /// results finished so far). 1 reproduces a run exactly for a fixed seed
+    /// [default: one per core; 1 with --backend cuda].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+    pub jobs: Option<usize>,
+
     /// The LLM server's URL [default: http://127.0.0.1:11434 for ollama,
     /// http://127.0.0.1:8080 for openai].
     #[arg(long, value_name = "URL")]
@@ -279,7 +286,7 @@ impl SearchArgs {
         self.task.apply(&mut c);
         set!(self, c; runs_dir => runs_dir, proposer => proposer, trials => trials,
              final_top => final_top, population => population, tournament => tournament,
-             seed => seed, model => llm.model, style => llm.style,
+             seed => seed, jobs => jobs, model => llm.model, style => llm.style,
              temperature => llm.temperature, llm_timeout => llm.timeout,
              samples => llm.samples);
         set_some!(self, c; name => name, time_budget => time_budget, final_epochs => final_epochs,
@@ -318,7 +325,7 @@ impl SearchArgs {
         let fixed = self.fixed_on_resume();
         if !fixed.is_empty() {
             return Err(EvolveError::Config(format!(
-                "{} cannot change when resuming (the run keeps its settings); only --trials, --time-budget, --no-time-budget, --final-epochs, --final-top, --url and --llm-timeout may",
+                "{} cannot change when resuming (the run keeps its settings); only --trials, --time-budget, --no-time-budget, --final-epochs, --final-top, --jobs, --url and --llm-timeout may",
                 fixed.join(", ")
             )));
         }
@@ -336,6 +343,9 @@ impl SearchArgs {
         }
         if let Some(v) = self.final_top {
             c.final_top = v;
+        }
+        if let Some(v) = self.jobs {
+            c.jobs = v;
         }
         if let Some(v) = &self.url {
             c.llm.url = Some(v.clone());
@@ -620,9 +630,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     eprintln!(
-        "{} trained in {:.1} s ({:.1} s training, {:.1}% outside training); stopped: {}",
+        "{} trained in {:.1} s with {} job{} ({:.1} s training, {:.1}% of the jobs' time outside training); stopped: {}",
         summary.trained,
         summary.wall_s,
+        summary.jobs,
+        if summary.jobs == 1 { "" } else { "s" },
         summary.train_s,
         100.0 * summary.overhead(),
         match summary.stopped {

@@ -341,6 +341,9 @@ pub struct SearchConfig {
     pub structural: bool,
     /// Seeds the proposer and the parent selection.
     pub seed: u64,
+    /// Trials trained at once, each on its share of the CPU threads (0: one
+    /// per core, or one for a GPU backend).
+    pub jobs: usize,
     /// Training settings.
     pub train: TrainSettings,
     /// LLM settings.
@@ -368,6 +371,7 @@ impl Default for SearchConfig {
             widths: "step:8..=64".into(),
             structural: false,
             seed: 0,
+            jobs: 0,
             train: TrainSettings::default(),
             llm: LlmSettings::default(),
         }
@@ -456,6 +460,16 @@ impl SearchConfig {
                 crate::data::augment::Augment::NONE
             },
             ..TrainConfig::default()
+        }
+    }
+
+    /// Trials trained at once: `jobs`, or for 0 one per core (flex, tch) or
+    /// one (a GPU backend).
+    pub fn jobs(&self, r: &Resolved) -> usize {
+        match self.jobs {
+            0 if r.backend == BackendKind::Cuda => 1,
+            0 => cores(),
+            n => n,
         }
     }
 
@@ -548,4 +562,9 @@ pub fn fill_task_sizes(cfg: &mut SearchConfig, r: &Resolved) {
     let (train, test) = task_sizes(cfg, r);
     cfg.train.train_size = train;
     cfg.train.test_size = test;
+}
+
+/// The CPU cores this process may use (1 when unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }

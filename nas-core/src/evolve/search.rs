@@ -138,6 +138,8 @@ pub struct Summary {
     pub train_s: f64,
     /// Trials trained in this session.
     pub trained: usize,
+    /// Trials trained at once.
+    pub jobs: usize,
     /// The leaderboard (entries within noise of the best marked tied).
     pub leaderboard: Vec<Entry>,
     /// The noise of a score.
@@ -154,12 +156,13 @@ impl Summary {
         (made, self.outcomes.get("ok").copied().unwrap_or(0))
     }
 
-    /// The share of wall time spent outside training.
+    /// The share of the job slots' wall time spent outside training.
     pub fn overhead(&self) -> f64 {
-        if self.wall_s <= 0.0 {
+        let slots = self.wall_s * self.jobs.max(1) as f64;
+        if slots <= 0.0 {
             0.0
         } else {
-            ((self.wall_s - self.train_s) / self.wall_s).max(0.0)
+            ((slots - self.train_s) / slots).max(0.0)
         }
     }
 }
@@ -175,6 +178,35 @@ struct Produced {
     epochs: u32,
 }
 
+/// A trial ready to train: its network and settings, and its cache key.
+struct Job {
+    id: TrialId,
+    net: CheckedNet,
+    cfg: TrainConfig,
+    key: String,
+}
+
+/// A trial training in its own thread.
+struct Running {
+    id: TrialId,
+    key: String,
+    started: Instant,
+    handle: std::thread::JoinHandle<(TrialResult, Option<String>)>,
+}
+
+/// The result of a training whose thread panicked (a bug, recorded as a failure).
+fn crashed(secs: f64) -> TrialResult {
+    TrialResult {
+        status: TrialStatus::Failed,
+        telemetry: serde_json::json!([]),
+        accuracy: None,
+        top5: None,
+        test_loss: None,
+        train_s: secs,
+        error: Some("the training crashed (a panic in its thread)".into()),
+    }
+}
+
 /// A search over one run directory.
 pub struct Evolve {
     cfg: SearchConfig,
@@ -188,6 +220,8 @@ pub struct Evolve {
     /// The proposer; away in its thread while a proposal is in flight.
     proposer: Option<AnyProposer>,
     proposer_name: &'static str,
+    /// Trials trained at once.
+    jobs: usize,
     rt: Arc<tokio::runtime::Runtime>,
     rng: SeedRng,
     produced: Vec<Produced>,
@@ -487,6 +521,7 @@ impl Evolve {
         }
         Ok(Evolve {
             rng: seed_rng(session_seed(cfg.seed, steps) ^ 0x0070_415E_1EC7),
+            jobs: cfg.jobs(&resolved),
             cfg,
             resolved,
             dir,
@@ -618,11 +653,20 @@ impl Evolve {
         // instant baselines propose when the previous trial has ended.
         let ahead_ok =
             self.cfg.llm.propose_ahead && self.proposer.as_ref().is_some_and(AnyProposer::is_llm);
+        let jobs = self.jobs;
+        let threads = (super::cores() / jobs).max(1);
         let mut step = steps;
         let mut ahead: Option<(u64, Option<String>, Ahead<AnyProposer>)> = None;
+        let mut running: Vec<Running> = Vec::new();
         let mut stop = None;
         loop {
-            if ahead.is_none() && stop.is_none() && (queue.is_empty() || ahead_ok) {
+            // A proposal is asked for while a job slot is free (and, for an LLM,
+            // one ahead of them), with the results finished so far.
+            let pending = queue.len() + running.len();
+            if ahead.is_none()
+                && stop.is_none()
+                && (pending < jobs || (ahead_ok && pending <= jobs))
+            {
                 if step >= self.cfg.trials {
                     stop = Some(StopReason::Trials);
                 } else if let Some(budget) = self.cfg.time_budget
@@ -634,19 +678,51 @@ impl Evolve {
                     ahead = Some(self.launch(step)?);
                 }
             }
-            if let Some(id) = queue.pop_front() {
-                // On an error the proposal in flight is left to finish on its
-                // own; nothing of it was recorded.
-                self.train_trial(id, obs)?;
-                continue;
-            }
-            match ahead.take() {
-                Some((step, parent, flight)) => {
-                    if let Some(id) = self.land(step, parent, flight, obs)? {
-                        queue.push_back(id);
+            // On an error, the proposal and trainings in flight are left to end on
+            // their own: nothing of them was recorded (the store's running trials
+            // are trained again on resume).
+            if jobs == 1 {
+                if let Some(id) = queue.pop_front() {
+                    self.train_trial(id, obs)?;
+                    continue;
+                }
+            } else {
+                while running.len() < jobs
+                    && let Some(id) = queue.pop_front()
+                {
+                    if let Some(job) = self.begin(id, obs)? {
+                        running.push(self.spawn_job(job, threads)?);
                     }
                 }
-                None => break,
+            }
+            if running.is_empty() {
+                match ahead.take() {
+                    Some((step, parent, flight)) => {
+                        if let Some(id) = self.land(step, parent, flight, obs)? {
+                            queue.push_back(id);
+                        }
+                    }
+                    None if queue.is_empty() => break,
+                    None => {}
+                }
+                continue;
+            }
+            // Jobs run: wait for one to end or for the proposal.
+            if let Some(i) = running.iter().position(|r| r.handle.is_finished()) {
+                let r = running.swap_remove(i);
+                let (result, fatal) = r
+                    .handle
+                    .join()
+                    .unwrap_or_else(|_| (crashed(r.started.elapsed().as_secs_f64()), None));
+                self.finish(r.id, r.key, result, fatal, obs)?;
+            } else if ahead.as_ref().is_some_and(|(_, _, f)| f.is_finished()) {
+                if let Some((step, parent, flight)) = ahead.take()
+                    && let Some(id) = self.land(step, parent, flight, obs)?
+                {
+                    queue.push_back(id);
+                }
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
         let stopped = stop.unwrap_or(StopReason::Trials);
@@ -672,6 +748,7 @@ impl Evolve {
             wall_s: self.started.elapsed().as_secs_f64(),
             train_s: self.train_s,
             trained: self.trained,
+            jobs: self.jobs,
             leaderboard,
         })
     }
@@ -917,7 +994,32 @@ impl Evolve {
         id: TrialId,
         obs: &mut dyn SearchObserver,
     ) -> Result<(), EvolveError> {
+        if let Some(job) = self.begin(id, obs)? {
+            let (result, fatal) =
+                train_to_result(self.resolved.backend, &job.net, &self.task, &job.cfg, obs);
+            self.finish(job.id, job.key, result, fatal, obs)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a pending trial: records a stored network that no longer checks or
+    /// is over budget as failed, and a result another run already has (the
+    /// cache) as its own; otherwise marks it running and returns what to train.
+    fn begin(
+        &mut self,
+        id: TrialId,
+        obs: &mut dyn SearchObserver,
+    ) -> Result<Option<Job>, EvolveError> {
         let rec = self.trial(id)?;
+        let failed = |error: String| TrialResult {
+            status: TrialStatus::Failed,
+            telemetry: serde_json::json!([]),
+            accuracy: None,
+            top5: None,
+            test_loss: None,
+            train_s: 0.0,
+            error: Some(error),
+        };
         let net = match nas_dsl::check_str(&rec.trial.source)
             .ok()
             .and_then(|n| n.into_iter().next())
@@ -925,33 +1027,17 @@ impl Evolve {
             Some(net) => net,
             None => {
                 self.store.start_trial(id)?;
-                let result = TrialResult {
-                    status: TrialStatus::Failed,
-                    telemetry: serde_json::json!([]),
-                    accuracy: None,
-                    top5: None,
-                    test_loss: None,
-                    train_s: 0.0,
-                    error: Some("the stored source does not pass the checker".into()),
-                };
+                let result = failed("the stored source does not pass the checker".into());
                 self.store.finish_trial(id, &result)?;
-                return Ok(());
+                return Ok(None);
             }
         };
         // Nothing over budget is trained, whatever put it in the store.
         if let Err(e) = check_seed_budget(&net, &self.cfg.budget()) {
             self.store.start_trial(id)?;
-            let result = TrialResult {
-                status: TrialStatus::Failed,
-                telemetry: serde_json::json!([]),
-                accuracy: None,
-                top5: None,
-                test_loss: None,
-                train_s: 0.0,
-                error: Some(format!("over budget: {e}")),
-            };
-            self.store.finish_trial(id, &result)?;
-            return Ok(());
+            self.store
+                .finish_trial(id, &failed(format!("over budget: {e}")))?;
+            return Ok(None);
         }
         self.store.start_trial(id)?;
         let rec = self.trial(id)?;
@@ -969,31 +1055,82 @@ impl Evolve {
             "{}/{}/{}/{}",
             rec.trial.hash, cfg.epochs, cfg.seed, self.task.name
         );
+        let job = Job { id, net, cfg, key };
         let cached = self
             .cache
             .as_ref()
-            .and_then(|c| c.lock().ok().and_then(|m| m.get(&key).cloned()));
-        let result = match cached {
-            Some(r) => r,
-            None => {
-                let (result, fatal) =
-                    train_to_result(self.resolved.backend, &net, &self.task, &cfg, obs);
-                self.train_s += result.train_s;
-                self.trained += 1;
-                if let Some(m) = fatal {
-                    // A configuration every trial would refuse: stop the run.
-                    self.store.finish_trial(id, &result)?;
-                    return Err(EvolveError::Train(TrainError::Config(m)));
-                }
-                if let Some(c) = &self.cache
-                    && let Ok(mut m) = c.lock()
-                {
-                    m.insert(key, result.clone());
-                }
-                result
+            .and_then(|c| c.lock().ok().and_then(|m| m.get(&job.key).cloned()));
+        match cached {
+            Some(result) => {
+                self.record_result(id, &result, obs)?;
+                Ok(None)
             }
-        };
-        self.store.finish_trial(id, &result)?;
+            None => Ok(Some(job)),
+        }
+    }
+
+    /// Trains `job` in a thread of its own, on a pool of `threads` threads (its
+    /// share of the cores: side-by-side trainings must not oversubscribe them).
+    fn spawn_job(&self, job: Job, threads: usize) -> Result<Running, EvolveError> {
+        let Job { id, net, cfg, key } = job;
+        let task = self.task.clone();
+        let backend = self.resolved.backend;
+        let handle = std::thread::Builder::new()
+            .name(format!("trial-{id}"))
+            .spawn(move || {
+                let train = || train_to_result(backend, &net, &task, &cfg, &mut ());
+                match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                    Ok(pool) => pool.install(train),
+                    Err(e) => {
+                        tracing::warn!(trial = id, "no thread pool of its own ({e}): shared pool");
+                        train()
+                    }
+                }
+            })
+            .map_err(|source| EvolveError::Io {
+                path: PathBuf::from("<training thread>"),
+                source,
+            })?;
+        Ok(Running {
+            id,
+            key,
+            started: Instant::now(),
+            handle,
+        })
+    }
+
+    /// Records a trained job's result (and shares it through the cache).
+    fn finish(
+        &mut self,
+        id: TrialId,
+        key: String,
+        result: TrialResult,
+        fatal: Option<String>,
+        obs: &mut dyn SearchObserver,
+    ) -> Result<(), EvolveError> {
+        self.train_s += result.train_s;
+        self.trained += 1;
+        if let Some(m) = fatal {
+            // A configuration every trial would refuse: stop the run.
+            self.store.finish_trial(id, &result)?;
+            return Err(EvolveError::Train(TrainError::Config(m)));
+        }
+        if let Some(c) = &self.cache
+            && let Ok(mut m) = c.lock()
+        {
+            m.insert(key, result.clone());
+        }
+        self.record_result(id, &result, obs)
+    }
+
+    /// Stores how trial `id` ended and tells the observer.
+    fn record_result(
+        &mut self,
+        id: TrialId,
+        result: &TrialResult,
+        obs: &mut dyn SearchObserver,
+    ) -> Result<(), EvolveError> {
+        self.store.finish_trial(id, result)?;
         if let Some(p) = self.produced.iter_mut().find(|p| p.id == id) {
             p.accuracy = result.accuracy;
             p.loss = result.test_loss;
