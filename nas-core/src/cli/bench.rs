@@ -1,3 +1,6 @@
+//! `nas-core bench jobs`: a search's finished trials per minute with `--jobs N`
+//! against `--jobs 1`, side by side in one run.
+//!
 //! `nas-core bench train`: training throughput (images/s) of a fixed reference net
 //! and batch — forward, backward and optimiser step on constant random data — with
 //! the time split per phase. `bench/pytorch_reference.py` runs the identical net,
@@ -46,6 +49,67 @@ pub struct Args {
 pub enum What {
     /// Training images/s of the reference net (see `bench/compare.sh` for PyTorch).
     Train(TrainArgs),
+    /// Finished trials per minute of a search with `--jobs N` against `--jobs 1`,
+    /// side by side in one run (the mutate proposer, the default task unless set).
+    Jobs(Box<JobsArgs>),
+}
+
+/// Options of `bench jobs`.
+#[derive(Debug, clap::Args)]
+pub struct JobsArgs {
+    /// Proposals per search (after the seed).
+    #[arg(long, default_value_t = 8)]
+    pub trials: u64,
+    /// The parallel search's jobs [default: one per core].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Where the two runs go (as `bench-jobs-<time>-j<N>`).
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub runs_dir: std::path::PathBuf,
+    /// The task and fidelity (as for `evolve`).
+    #[command(flatten)]
+    pub task: super::evolve::TaskArgs,
+}
+
+/// Runs one search of `bench jobs`: (trials finished, seconds).
+fn timed_search(args: &JobsArgs, jobs: usize, name: &str) -> anyhow::Result<(usize, f64)> {
+    let mut cfg = crate::evolve::SearchConfig {
+        name: Some(format!("{name}-j{jobs}")),
+        runs_dir: args.runs_dir.clone(),
+        proposer: crate::evolve::ProposerKind::Mutate,
+        trials: args.trials,
+        time_budget: None,
+        jobs,
+        ..crate::evolve::SearchConfig::default()
+    };
+    args.task.apply(&mut cfg);
+    // The search itself: the task's data is made before the clock starts.
+    let mut search = crate::evolve::Evolve::create(cfg)?;
+    let started = Instant::now();
+    let summary = search.run(&mut ())?;
+    Ok((summary.trained, started.elapsed().as_secs_f64()))
+}
+
+fn run_jobs(args: &JobsArgs) -> anyhow::Result<ExitCode> {
+    let jobs = args.jobs.unwrap_or_else(crate::evolve::cores);
+    anyhow::ensure!(
+        jobs >= 1 && args.trials >= 1,
+        "`--jobs` and `--trials` must be at least 1"
+    );
+    let name = crate::evolve::default_name("bench-jobs");
+    let mut rates = Vec::new();
+    for j in [1, jobs] {
+        let (trained, secs) = timed_search(args, j, &name)?;
+        let per_min = 60.0 * trained as f64 / secs;
+        println!("--jobs {j}: {trained} trials finished in {secs:.1} s = {per_min:.2} trials/min");
+        rates.push(per_min);
+    }
+    println!(
+        "ratio --jobs {jobs} / --jobs 1: {:.2}x ({} cores)",
+        rates[1] / rates[0],
+        crate::evolve::cores()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The optimiser a benchmark step runs.
@@ -197,7 +261,10 @@ fn bench<B: AutodiffBackend>(
 
 /// Runs `nas-core bench`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let What::Train(args) = args.what;
+    let args = match args.what {
+        What::Train(a) => a,
+        What::Jobs(a) => return run_jobs(&a),
+    };
     anyhow::ensure!(
         args.batch > 0 && args.steps > 0,
         "`--batch` and `--steps` must be at least 1"
