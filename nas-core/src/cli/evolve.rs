@@ -192,8 +192,9 @@ pub struct SearchArgs {
 
     /// Trials trained at once, each on its share of the CPU threads; the search
     /// is asynchronous (a freed job gets the next proposal, made from the
-    /// results finished so far). 1 reproduces a run exactly for a fixed seed
-    /// [default: one per core; 1 with --backend cuda].
+    /// results finished so far); 0: one per core. 1 reproduces a run exactly for
+    /// a fixed seed [default: 1: two flex trainings in one process measured no
+    /// faster than one].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
     pub jobs: Option<usize>,
 

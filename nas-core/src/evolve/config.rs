@@ -371,7 +371,7 @@ impl Default for SearchConfig {
             widths: "step:8..=64".into(),
             structural: false,
             seed: 0,
-            jobs: 0,
+            jobs: 1,
             train: TrainSettings::default(),
             llm: LlmSettings::default(),
         }
