@@ -155,7 +155,7 @@ impl CorpusRun {
             let tc = self
                 .cfg
                 .train_config(&self.resolved, t.trial.epochs as usize);
-            let (rec, result, fatal) = evolve::train_stored(
+            let (_, line) = evolve::train_stored(
                 &mut self.store,
                 t.id,
                 self.resolved.backend,
@@ -163,23 +163,8 @@ impl CorpusRun {
                 &tc,
                 &mut *obs,
             )?;
-            if let Some(m) = fatal {
-                return Err(EvolveError::Train(train::TrainError::Config(m)));
-            }
             done += 1;
-            let line = format!(
-                "{done}/{total}: {} → {}",
-                rec.trial.note.as_deref().unwrap_or(""),
-                match rec.accuracy {
-                    Some(a) if rec.status() == TrialStatus::Done =>
-                        format!("top-1 {:.2}% ({:.1} s)", 100.0 * a, result.train_s),
-                    _ => format!(
-                        "{} ({})",
-                        rec.status(),
-                        result.error.as_deref().unwrap_or("")
-                    ),
-                }
-            );
+            let line = format!("{done}/{total}: {line}");
             obs.training_done(done, total, &line);
         }
         self.progress()

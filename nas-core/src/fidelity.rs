@@ -25,7 +25,7 @@ use crate::evolve::{self, EvolveError, Resolved, SearchConfig, SearchObserver};
 use crate::report::{Noise, escape};
 use crate::stats::{self, Interval};
 use crate::store::{NewTrial, SqliteStore, Stage, Store, StoreError, TrialId, TrialStatus};
-use crate::train::{self, Task};
+use crate::train::Task;
 use nas_dsl::CheckedNet;
 use nas_dsl::mutate::{Generator, Mutator};
 use serde::{Deserialize, Serialize};
@@ -533,7 +533,7 @@ impl Check {
                 .cfg
                 .train_config(&self.resolved, rec.trial.epochs as usize);
             tc.seed = p.seed;
-            let (rec, result, fatal) = evolve::train_stored(
+            let (_, line) = evolve::train_stored(
                 &mut self.store,
                 p.trial,
                 self.resolved.backend,
@@ -541,29 +541,8 @@ impl Check {
                 &tc,
                 &mut *obs,
             )?;
-            if let Some(m) = fatal {
-                return Err(EvolveError::Train(train::TrainError::Config(m)));
-            }
             done += 1;
-            let rec = self
-                .store
-                .trials()?
-                .into_iter()
-                .find(|t| t.id == p.trial)
-                .unwrap_or(rec);
-            let line = format!(
-                "{done}/{total}: {} → {}",
-                rec.trial.note.as_deref().unwrap_or(""),
-                match rec.accuracy {
-                    Some(a) if rec.status() == TrialStatus::Done =>
-                        format!("top-1 {:.2}% ({:.1} s)", 100.0 * a, result.train_s),
-                    _ => format!(
-                        "{} ({})",
-                        rec.status(),
-                        result.error.as_deref().unwrap_or("")
-                    ),
-                }
-            );
+            let line = format!("{done}/{total}: {line}");
             obs.training_done(done, total, &line);
         }
         let analysis = self.analysis()?;

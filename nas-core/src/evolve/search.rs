@@ -194,8 +194,8 @@ struct Running {
     handle: std::thread::JoinHandle<(TrialResult, Option<String>)>,
 }
 
-/// The result of a training whose thread panicked (a bug, recorded as a failure).
-fn crashed(secs: f64) -> TrialResult {
+/// The result of a trial that failed after `secs` seconds, with why.
+fn failed_result(error: String, secs: f64) -> TrialResult {
     TrialResult {
         status: TrialStatus::Failed,
         telemetry: serde_json::json!([]),
@@ -203,7 +203,7 @@ fn crashed(secs: f64) -> TrialResult {
         top5: None,
         test_loss: None,
         train_s: secs,
-        error: Some("the training crashed (a panic in its thread)".into()),
+        error: Some(error),
     }
 }
 
@@ -265,15 +265,7 @@ pub fn train_to_result(
     let started = Instant::now();
     let outcome = train::train_on(backend, net, task, cfg, obs);
     let secs = started.elapsed().as_secs_f64();
-    let failed = |error: String| TrialResult {
-        status: TrialStatus::Failed,
-        telemetry: serde_json::json!([]),
-        accuracy: None,
-        top5: None,
-        test_loss: None,
-        train_s: secs,
-        error: Some(error),
-    };
+    let failed = |error: String| failed_result(error, secs);
     match outcome {
         Ok(report) => {
             let last = report.epochs.last();
@@ -309,8 +301,8 @@ pub fn train_to_result(
 
 /// Trains the stored trial `id` (its network from its stored source) and
 /// records how it ended: start, the observer's events, train, finish. Returns
-/// the finished record, the result, and the refusal of the configuration
-/// itself when training refused it (every trial would: the caller stops). For
+/// the finished record and a progress line for it (`note → top-1 …`); an error
+/// when training refused the configuration itself (every trial would). For
 /// batches of planned trainings (`fidelity`, `corpus train`).
 pub fn train_stored(
     store: &mut SqliteStore,
@@ -319,7 +311,7 @@ pub fn train_stored(
     task: &Task,
     cfg: &TrainConfig,
     obs: &mut dyn SearchObserver,
-) -> Result<(TrialRecord, TrialResult, Option<String>), EvolveError> {
+) -> Result<(TrialRecord, String), EvolveError> {
     let find = |store: &SqliteStore| -> Result<TrialRecord, EvolveError> {
         store
             .trials()?
@@ -346,8 +338,24 @@ pub fn train_stored(
     obs.trial_started(&find(store)?);
     let (result, fatal) = train_to_result(backend, &net, task, cfg, &mut *obs);
     store.finish_trial(id, &result)?;
+    if let Some(m) = fatal {
+        return Err(EvolveError::Train(TrainError::Config(m)));
+    }
     let rec = find(store)?;
-    Ok((rec, result, fatal))
+    let line = format!(
+        "{} → {}",
+        rec.trial.note.as_deref().unwrap_or(""),
+        match rec.accuracy {
+            Some(a) if rec.status() == TrialStatus::Done =>
+                format!("top-1 {:.2}% ({:.1} s)", 100.0 * a, result.train_s),
+            _ => format!(
+                "{} ({})",
+                rec.status(),
+                result.error.as_deref().unwrap_or("")
+            ),
+        }
+    );
+    Ok((rec, line))
 }
 
 /// Loads the task and checks that the seed network fits it.
@@ -710,10 +718,11 @@ impl Evolve {
             // Jobs run: wait for one to end or for the proposal.
             if let Some(i) = running.iter().position(|r| r.handle.is_finished()) {
                 let r = running.swap_remove(i);
-                let (result, fatal) = r
-                    .handle
-                    .join()
-                    .unwrap_or_else(|_| (crashed(r.started.elapsed().as_secs_f64()), None));
+                let (result, fatal) = r.handle.join().unwrap_or_else(|_| {
+                    let secs = r.started.elapsed().as_secs_f64();
+                    let why = "the training crashed (a panic in its thread)";
+                    (failed_result(why.into(), secs), None)
+                });
                 self.finish(r.id, r.key, result, fatal, obs)?;
             } else if ahead.as_ref().is_some_and(|(_, _, f)| f.is_finished()) {
                 if let Some((step, parent, flight)) = ahead.take()
@@ -1011,15 +1020,7 @@ impl Evolve {
         obs: &mut dyn SearchObserver,
     ) -> Result<Option<Job>, EvolveError> {
         let rec = self.trial(id)?;
-        let failed = |error: String| TrialResult {
-            status: TrialStatus::Failed,
-            telemetry: serde_json::json!([]),
-            accuracy: None,
-            top5: None,
-            test_loss: None,
-            train_s: 0.0,
-            error: Some(error),
-        };
+        let failed = |error: String| failed_result(error, 0.0);
         let net = match nas_dsl::check_str(&rec.trial.source)
             .ok()
             .and_then(|n| n.into_iter().next())
