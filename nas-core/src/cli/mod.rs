@@ -16,6 +16,7 @@ mod propose;
 mod report;
 mod summary;
 mod train;
+mod worker;
 
 /// LLM-guided neural architecture search over channel configurations.
 #[derive(Debug, Parser)]
@@ -66,6 +67,8 @@ pub enum Command {
     Report(report::Args),
     /// Compare proposers over repeated runs with the same budget (statistics).
     Compare(compare::Args),
+    /// Claim and train the queued trials of a run (the worker role).
+    Worker(worker::Args),
 }
 
 /// A reader that stops early (`nas-core mutate … | head`) closes our stdout, and
@@ -104,6 +107,7 @@ pub fn main() -> ExitCode {
         Command::Fidelity(a) => fidelity::run(a),
         Command::Report(a) => report::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Worker(a) => worker::run(a),
     };
     match result {
         Ok(code) => code,

@@ -8,16 +8,20 @@
 //! killed run: the trial that was in flight is trained again, finished ones never.
 //!
 //! One home per concern: `config` (what a search is: settings, defaults,
-//! checks), `proposers` (starting the chosen proposer) and `search` (the loop,
-//! its records and loading a run back).
+//! checks), `proposers` (starting the chosen proposer), `search` (the
+//! coordinator: the loop, its records and loading a run back) and `worker`
+//! (claiming, training and reporting queued trials). The coordinator and the
+//! workers share nothing but the store.
 
 mod config;
 mod proposers;
 mod search;
+mod worker;
 
 pub use config::*;
 pub use proposers::*;
 pub use search::*;
+pub use worker::*;
 
 use crate::data;
 use crate::propose::ProposeError;

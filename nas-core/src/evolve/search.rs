@@ -7,6 +7,7 @@
 //! Every state change goes to the store first, so `evolve --resume` continues a
 //! killed run: the trial that was in flight is trained again, finished ones never.
 
+use super::worker::{LocalWorkers, STATE_KEY};
 use super::{
     AnyProposer, CONFIG_FILE, EvolveError, Resolved, SEED_FILE, SEED_SOURCE, SearchConfig, connect,
     default_name, fill_task_sizes, task_sizes,
@@ -16,7 +17,7 @@ use crate::propose::ahead::Ahead;
 use crate::propose::{self, Budget, Context, Proposer, Telemetry};
 use crate::report::{self, Entry, RunData};
 use crate::store::{
-    AttemptRecord, NewTrial, SqliteStore, Stage, Store, StoreError, TrialId, TrialRecord,
+    AttemptRecord, NewTrial, SqliteStore, Stage, Storage, Store, StoreError, TrialId, TrialRecord,
     TrialResult, TrialStatus,
 };
 use crate::train::{self, BackendKind, Task, TrainConfig, TrainError};
@@ -186,16 +187,12 @@ struct Job {
     key: String,
 }
 
-/// A trial training in its own thread.
-struct Running {
-    id: TrialId,
-    key: String,
-    started: Instant,
-    handle: std::thread::JoinHandle<(TrialResult, Option<String>)>,
-}
+/// The lease of a local worker's claim: a worker killed with its coordinator
+/// frees its trial for the next session after at most this long.
+const LOCAL_LEASE_S: f64 = 10.0;
 
 /// The result of a trial that failed after `secs` seconds, with why.
-fn failed_result(error: String, secs: f64) -> TrialResult {
+pub(crate) fn failed_result(error: String, secs: f64) -> TrialResult {
     TrialResult {
         status: TrialStatus::Failed,
         telemetry: serde_json::json!([]),
@@ -213,7 +210,11 @@ pub struct Evolve {
     resolved: Resolved,
     dir: PathBuf,
     name: String,
-    store: SqliteStore,
+    store: Box<dyn Store>,
+    /// Where the store is, for the workers.
+    storage: Storage,
+    /// The `nas-core` binary that local workers run.
+    worker_exe: Option<PathBuf>,
     task: Task,
     seed: Arc<Arch>,
     seed_hash: String,
@@ -521,12 +522,29 @@ impl Evolve {
         }
         let mut notices = Vec::new();
         notices.extend(notice);
-        if !store.recovered().is_empty() {
+        let again: Vec<TrialId> = store
+            .recovered()
+            .iter()
+            .filter(|r| r.status == TrialStatus::Pending)
+            .map(|r| r.id)
+            .collect();
+        if !again.is_empty() {
             notices.push(format!(
-                "resuming: trial(s) {:?} were interrupted and will be trained again",
-                store.recovered()
+                "resuming: trial(s) {again:?} were interrupted and will be trained again"
             ));
         }
+        for r in store
+            .recovered()
+            .iter()
+            .filter(|r| r.status == TrialStatus::Failed)
+        {
+            notices.push(format!(
+                "resuming: trial {} ends as failed: {}",
+                r.id,
+                crate::store::died_reason(r.attempts)
+            ));
+        }
+        let storage = Storage::Sqlite(store.path().to_path_buf());
         Ok(Evolve {
             rng: seed_rng(session_seed(cfg.seed, steps) ^ 0x0070_415E_1EC7),
             jobs: cfg.jobs(&resolved),
@@ -534,7 +552,9 @@ impl Evolve {
             resolved,
             dir,
             name,
-            store,
+            store: Box::new(store),
+            storage,
+            worker_exe: None,
             task,
             seed: seed_arch,
             seed_hash,
@@ -578,8 +598,28 @@ impl Evolve {
     }
 
     /// The run's store.
-    pub fn store(&self) -> &SqliteStore {
-        &self.store
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The `nas-core` binary that runs local workers (`--jobs` above 1); by
+    /// default this process's own executable, or `NAS_WORKER_EXE`.
+    pub fn with_worker_exe(mut self, exe: PathBuf) -> Evolve {
+        self.worker_exe = Some(exe);
+        self
+    }
+
+    fn worker_exe(&self) -> Result<PathBuf, EvolveError> {
+        if let Some(exe) = &self.worker_exe {
+            return Ok(exe.clone());
+        }
+        if let Some(exe) = std::env::var_os("NAS_WORKER_EXE") {
+            return Ok(PathBuf::from(exe));
+        }
+        std::env::current_exe().map_err(|source| EvolveError::Io {
+            path: PathBuf::from("<current executable>"),
+            source,
+        })
     }
 
     fn elapsed(&self) -> f64 {
@@ -662,15 +702,31 @@ impl Evolve {
         let ahead_ok =
             self.cfg.llm.propose_ahead && self.proposer.as_ref().is_some_and(AnyProposer::is_llm);
         let jobs = self.jobs;
-        let threads = (super::cores() / jobs).max(1);
+        // More than one job: worker processes claim the queued trials from the
+        // store (two trainings in one process do not overlap in `flex`).
+        let mut workers = if jobs > 1 {
+            let threads = (super::cores() / jobs).max(1);
+            let exe = self.worker_exe()?;
+            Some(LocalWorkers::spawn(
+                &exe,
+                &self.storage,
+                jobs,
+                threads,
+                LOCAL_LEASE_S,
+            )?)
+        } else {
+            None
+        };
+        self.store.set_meta(STATE_KEY, "running")?;
         let mut step = steps;
         let mut ahead: Option<(u64, Option<String>, Ahead<AnyProposer>)> = None;
-        let mut running: Vec<Running> = Vec::new();
+        // Trials handed to the workers and not yet seen final.
+        let mut queued: Vec<TrialId> = Vec::new();
         let mut stop = None;
         loop {
             // A proposal is asked for while a job slot is free (and, for an LLM,
             // one ahead of them), with the results finished so far.
-            let pending = queue.len() + running.len();
+            let pending = queue.len() + queued.len();
             if ahead.is_none()
                 && stop.is_none()
                 && (pending < jobs || (ahead_ok && pending <= jobs))
@@ -689,42 +745,40 @@ impl Evolve {
             // On an error, the proposal and trainings in flight are left to end on
             // their own: nothing of them was recorded (the store's running trials
             // are trained again on resume).
-            if jobs == 1 {
-                if let Some(id) = queue.pop_front() {
-                    self.train_trial(id, obs)?;
-                    continue;
+            match workers.as_mut() {
+                None => {
+                    if let Some(id) = queue.pop_front() {
+                        self.train_trial(id, obs)?;
+                        continue;
+                    }
                 }
-            } else {
-                while running.len() < jobs
-                    && let Some(id) = queue.pop_front()
-                {
-                    if let Some(job) = self.begin(id, obs)? {
-                        running.push(self.spawn_job(job, threads)?);
+                Some(w) => {
+                    while let Some(id) = queue.pop_front() {
+                        if self.admit(id, obs)? {
+                            queued.push(id);
+                        }
+                    }
+                    if !queued.is_empty() {
+                        w.check()?;
+                        self.collect(&mut queued, obs)?;
                     }
                 }
             }
-            if running.is_empty() {
+            if queued.is_empty() {
                 match ahead.take() {
                     Some((step, parent, flight)) => {
                         if let Some(id) = self.land(step, parent, flight, obs)? {
                             queue.push_back(id);
                         }
                     }
-                    None if queue.is_empty() => break,
+                    // Done once nothing is queued, in flight or to be proposed.
+                    None if queue.is_empty() && stop.is_some() => break,
                     None => {}
                 }
                 continue;
             }
-            // Jobs run: wait for one to end or for the proposal.
-            if let Some(i) = running.iter().position(|r| r.handle.is_finished()) {
-                let r = running.swap_remove(i);
-                let (result, fatal) = r.handle.join().unwrap_or_else(|_| {
-                    let secs = r.started.elapsed().as_secs_f64();
-                    let why = "the training crashed (a panic in its thread)";
-                    (failed_result(why.into(), secs), None)
-                });
-                self.finish(r.id, r.key, result, fatal, obs)?;
-            } else if ahead.as_ref().is_some_and(|(_, _, f)| f.is_finished()) {
+            // Workers train: take the proposal when it is there, else wait a little.
+            if ahead.as_ref().is_some_and(|(_, _, f)| f.is_finished()) {
                 if let Some((step, parent, flight)) = ahead.take()
                     && let Some(id) = self.land(step, parent, flight, obs)?
                 {
@@ -736,9 +790,13 @@ impl Evolve {
         }
         let stopped = stop.unwrap_or(StopReason::Trials);
         tracing::info!(?stopped, "search stage ends");
-        self.final_stage(obs)?;
+        self.final_stage(workers.as_mut(), obs)?;
+        self.store.set_meta(STATE_KEY, "finished")?;
+        if let Some(mut w) = workers {
+            w.stop();
+        }
         self.save_elapsed()?;
-        let mut run = RunData::load(&self.name, &self.store)?;
+        let mut run = RunData::load(&self.name, self.store.as_ref())?;
         run.noise = crate::fidelity::noise_near(&self.cfg, &self.dir);
         let leaderboard = report::write_run(&self.dir, &run)?;
         let mut outcomes = BTreeMap::new();
@@ -985,16 +1043,12 @@ impl Evolve {
     }
 
     fn trial(&self, id: TrialId) -> Result<TrialRecord, EvolveError> {
-        self.store
-            .trials()?
-            .into_iter()
-            .find(|t| t.id == id)
-            .ok_or_else(|| {
-                EvolveError::Store(StoreError::Trial {
-                    id,
-                    reason: "vanished from the database".into(),
-                })
+        self.store.trial(id)?.ok_or_else(|| {
+            EvolveError::Store(StoreError::Trial {
+                id,
+                reason: "vanished from the database".into(),
             })
+        })
     }
 
     /// Trains a pending trial and records how it ended.
@@ -1070,34 +1124,93 @@ impl Evolve {
         }
     }
 
-    /// Trains `job` in a thread of its own, on a pool of `threads` threads (its
-    /// share of the cores: side-by-side trainings must not oversubscribe them).
-    fn spawn_job(&self, job: Job, threads: usize) -> Result<Running, EvolveError> {
-        let Job { id, net, cfg, key } = job;
-        let task = self.task.clone();
-        let backend = self.resolved.backend;
-        let handle = std::thread::Builder::new()
-            .name(format!("trial-{id}"))
-            .spawn(move || {
-                let train = || train_to_result(backend, &net, &task, &cfg, &mut ());
-                match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-                    Ok(pool) => pool.install(train),
-                    Err(e) => {
-                        tracing::warn!(trial = id, "no thread pool of its own ({e}): shared pool");
-                        train()
-                    }
-                }
-            })
-            .map_err(|source| EvolveError::Io {
-                path: PathBuf::from("<training thread>"),
-                source,
-            })?;
-        Ok(Running {
-            id,
-            key,
-            started: Instant::now(),
-            handle,
-        })
+    /// Hands a pending trial to the workers: a stored network that no longer
+    /// checks, is over budget or already has a result (the cache) is settled here
+    /// as [`Evolve::begin`] does; otherwise it stays pending for a worker to
+    /// claim. Whether it was handed over.
+    fn admit(&mut self, id: TrialId, obs: &mut dyn SearchObserver) -> Result<bool, EvolveError> {
+        let rec = self.trial(id)?;
+        let Some(net) = nas_dsl::check_str(&rec.trial.source)
+            .ok()
+            .and_then(|n| n.into_iter().next())
+        else {
+            // `begin` records why it is not trained.
+            self.begin(id, obs)?;
+            return Ok(false);
+        };
+        if check_seed_budget(&net, &self.cfg.budget()).is_err() {
+            self.begin(id, obs)?;
+            return Ok(false);
+        }
+        let cfg = self
+            .cfg
+            .train_config(&self.resolved, rec.trial.epochs as usize);
+        let key = format!(
+            "{}/{}/{}/{}",
+            rec.trial.hash, cfg.epochs, cfg.seed, self.task.name
+        );
+        let cached = self
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.lock().is_ok_and(|m| m.contains_key(&key)));
+        if cached {
+            self.begin(id, obs)?;
+            return Ok(false);
+        }
+        obs.trial_started(&rec);
+        tracing::info!(trial = id, step = rec.trial.step, "queued for the workers");
+        Ok(true)
+    }
+
+    /// Takes in the queued trials the workers have finished, and returns the
+    /// leases of dead workers to the queue.
+    fn collect(
+        &mut self,
+        queued: &mut Vec<TrialId>,
+        obs: &mut dyn SearchObserver,
+    ) -> Result<(), EvolveError> {
+        for r in self.store.reap()? {
+            tracing::warn!(
+                trial = r.id,
+                attempts = r.attempts,
+                status = %r.status,
+                "a worker lost its lease"
+            );
+        }
+        let mut i = 0;
+        while i < queued.len() {
+            let id = queued[i];
+            let rec = self.trial(id)?;
+            if !rec.status().is_final() {
+                i += 1;
+                continue;
+            }
+            queued.swap_remove(i);
+            self.train_s += rec.train_s.unwrap_or(0.0);
+            self.trained += 1;
+            if let Some(c) = &self.cache
+                && let Ok(mut m) = c.lock()
+            {
+                let key = format!(
+                    "{}/{}/{}/{}",
+                    rec.trial.hash, rec.trial.epochs, self.cfg.train.seed, self.task.name
+                );
+                m.insert(
+                    key,
+                    TrialResult {
+                        status: rec.status(),
+                        telemetry: rec.telemetry.clone(),
+                        accuracy: rec.accuracy,
+                        top5: rec.top5,
+                        test_loss: rec.test_loss,
+                        train_s: rec.train_s.unwrap_or(0.0),
+                        error: rec.trial.error.clone(),
+                    },
+                );
+            }
+            self.observe(&rec, obs)?;
+        }
+        Ok(())
     }
 
     /// Records a trained job's result (and shares it through the cache).
@@ -1132,28 +1245,44 @@ impl Evolve {
         obs: &mut dyn SearchObserver,
     ) -> Result<(), EvolveError> {
         self.store.finish_trial(id, result)?;
+        let rec = self.trial(id)?;
+        self.observe(&rec, obs)
+    }
+
+    /// Takes in how a trial ended (its stored record) and tells the observer.
+    fn observe(
+        &mut self,
+        rec: &TrialRecord,
+        obs: &mut dyn SearchObserver,
+    ) -> Result<(), EvolveError> {
+        let id = rec.id;
         if let Some(p) = self.produced.iter_mut().find(|p| p.id == id) {
-            p.accuracy = result.accuracy;
-            p.loss = result.test_loss;
+            p.accuracy = (rec.status() == TrialStatus::Done)
+                .then_some(rec.accuracy)
+                .flatten();
+            p.loss = rec.test_loss;
         }
         self.save_elapsed()?;
-        let rec = self.trial(id)?;
         tracing::info!(
             trial = id,
             status = %rec.status(),
             accuracy = rec.accuracy,
-            train_s = result.train_s,
+            train_s = rec.train_s,
             "trial ends"
         );
         let best = (rec.trial.stage == Stage::Search)
             .then(|| self.best_accuracy())
             .flatten();
-        obs.trial_finished(&rec, best);
+        obs.trial_finished(rec, best);
         Ok(())
     }
 
     /// Retrains the top `final_top` architectures for `final_epochs` (once each).
-    fn final_stage(&mut self, obs: &mut dyn SearchObserver) -> Result<(), EvolveError> {
+    fn final_stage(
+        &mut self,
+        workers: Option<&mut LocalWorkers>,
+        obs: &mut dyn SearchObserver,
+    ) -> Result<(), EvolveError> {
         let Some(epochs) = self.cfg.final_epochs else {
             return Ok(());
         };
@@ -1188,8 +1317,22 @@ impl Evolve {
             return Ok(());
         }
         obs.final_started(queued.len());
+        let Some(w) = workers else {
+            for id in queued {
+                self.train_trial(id, obs)?;
+            }
+            return Ok(());
+        };
+        let mut handed = Vec::new();
         for id in queued {
-            self.train_trial(id, obs)?;
+            if self.admit(id, obs)? {
+                handed.push(id);
+            }
+        }
+        while !handed.is_empty() {
+            w.check()?;
+            self.collect(&mut handed, obs)?;
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
         Ok(())
     }

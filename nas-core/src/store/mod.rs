@@ -1,10 +1,17 @@
 //! The record of a search run: its effective configuration, every proposal attempt
 //! and every trial with its telemetry, behind the small [`Store`] interface (SQLite
-//! per run directory today, a server database later). Every state change is one
+//! per run directory, PostgreSQL for many machines). Every state change is one
 //! transaction, so a process killed at any moment leaves a consistent record.
+//!
+//! The store is also the queue between the search's roles: the coordinator
+//! records pending trials, workers [claim](Store::claim) them under a lease kept
+//! alive by [heartbeats](Store::heartbeat), and every worker write carries the
+//! claim's attempt number, so a worker whose lease expired changes nothing.
 
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +68,15 @@ pub enum StoreError {
         /// The SQLite error.
         #[source]
         source: rusqlite::Error,
+    },
+    /// A PostgreSQL failure (unreachable, restarted, refused).
+    #[error("PostgreSQL `{url}`: {source}")]
+    Postgres {
+        /// The database URL (password hidden).
+        url: String,
+        /// The client's error.
+        #[source]
+        source: ::postgres::Error,
     },
     /// A filesystem failure around the database.
     #[error("`{}`: {source}", path.display())]
@@ -279,9 +295,43 @@ pub struct AttemptRecord {
     pub retries: u32,
 }
 
+/// How many times a trial may be started before a death of its training process
+/// (or an expired lease) ends it as `failed` instead of queueing it again: a
+/// candidate that kills its process cannot crash-loop a search.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// A trial a worker has claimed: train it, then report with the same attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claim {
+    /// The trial as stored (status `running`).
+    pub trial: TrialRecord,
+    /// The attempt number this claim holds (1 for the first training); every
+    /// write of the worker carries it.
+    pub attempt: u32,
+}
+
+/// A running trial whose training process is gone (lease expired, or the
+/// in-process trainer died), and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reaped {
+    /// The trial.
+    pub id: TrialId,
+    /// `pending` (it will be trained again) or `failed` (it used its attempts).
+    pub status: TrialStatus,
+    /// The attempts it has used.
+    pub attempts: u32,
+}
+
+/// The reason stored when a trial used up its attempts.
+pub fn died_reason(attempts: u32) -> String {
+    format!(
+        "the training process died or lost its lease {attempts} time(s) (at most {MAX_ATTEMPTS} attempts); the trial is not retried"
+    )
+}
+
 /// Where a run's record lives. Each method is one transaction: after it returns,
 /// the change is durable; if the process dies during it, nothing of it is visible.
-pub trait Store {
+pub trait Store: Send {
     /// A value of the run's metadata (`config_json`, `config_toml`, …).
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
 
@@ -308,7 +358,157 @@ pub trait Store {
     /// Every proposal attempt, in the order recorded.
     fn attempts(&self) -> Result<Vec<AttemptRecord>, StoreError>;
 
-    /// Resets trials left `running` by a process that died to `pending`, so they
-    /// are trained again; finished trials are never touched. Returns their ids.
-    fn recover(&mut self) -> Result<Vec<TrialId>, StoreError>;
+    /// One trial, if it exists.
+    fn trial(&self, id: TrialId) -> Result<Option<TrialRecord>, StoreError>;
+
+    /// Resets trials left `running` by a process that died (no lease: trained in
+    /// the process that opened the store; or a lease that expired) to `pending`,
+    /// so they are trained again, or to `failed` once they used [`MAX_ATTEMPTS`];
+    /// finished trials and trials under a live lease are never touched.
+    fn recover(&mut self) -> Result<Vec<Reaped>, StoreError>;
+
+    /// Claims the oldest pending trial for `worker`, holding it for `lease_s`
+    /// seconds of database time; one statement, so two workers never claim the
+    /// same trial. `None` when nothing is pending.
+    fn claim(&mut self, worker: &str, lease_s: f64) -> Result<Option<Claim>, StoreError>;
+
+    /// Renews the lease of a claim; `false` (nothing changed) when the trial is
+    /// no longer this attempt's: the worker must drop it.
+    fn heartbeat(&mut self, id: TrialId, attempt: u32, lease_s: f64) -> Result<bool, StoreError>;
+
+    /// Records how a claimed trial ended; `false` (nothing written) when the
+    /// trial is no longer this attempt's.
+    fn complete(
+        &mut self,
+        id: TrialId,
+        attempt: u32,
+        result: &TrialResult,
+    ) -> Result<bool, StoreError>;
+
+    /// Returns running trials whose lease expired to the queue (or ends them as
+    /// `failed` after [`MAX_ATTEMPTS`]).
+    fn reap(&mut self) -> Result<Vec<Reaped>, StoreError>;
+
+    /// Records that `worker` is alive with `slots` job slots, for `ttl_s` seconds.
+    fn worker_seen(&mut self, worker: &str, slots: u32, ttl_s: f64) -> Result<(), StoreError>;
+
+    /// The job slots of the workers seen within their time to live.
+    fn live_slots(&self) -> Result<u32, StoreError>;
+}
+
+/// Where a run's store is, as a user names it (`--storage`): an SQLite file
+/// (`sqlite:PATH`, or a run directory / `nas.db` path) or a PostgreSQL URL with
+/// the run's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// A run's SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://…`) and the run's name in it (for a
+    /// worker, none: the newest running run).
+    Postgres {
+        /// The connection URL.
+        url: String,
+        /// The run.
+        run: Option<String>,
+    },
+}
+
+impl Storage {
+    /// Reads a `--storage` value: `sqlite:PATH` or a path (a run directory or its
+    /// `nas.db`).
+    pub fn parse(text: &str) -> Result<Storage, String> {
+        let text = text.trim();
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(Storage::Postgres {
+                url: text.to_string(),
+                run: None,
+            });
+        }
+        if text.is_empty() {
+            return Err("an empty storage; expected `sqlite:PATH` or a run directory".into());
+        }
+        let path = PathBuf::from(text.strip_prefix("sqlite:").unwrap_or(text));
+        Ok(Storage::Sqlite(if path.is_dir() {
+            path.join(sqlite::DB_FILE)
+        } else {
+            path
+        }))
+    }
+
+    /// Connects to an existing run's store without touching its trials (a
+    /// worker's or a heartbeat's connection).
+    pub fn attach(&self) -> Result<Box<dyn Store>, StoreError> {
+        match self {
+            Storage::Sqlite(path) => Ok(Box::new(SqliteStore::attach(path)?)),
+            Storage::Postgres { url, run } => {
+                let run = match run {
+                    Some(r) => r.clone(),
+                    None => PgStore::newest_running(url)?.ok_or_else(|| StoreError::Missing {
+                        path: format!(
+                            "{} (no run is running; pass `--run NAME`)",
+                            postgres::redact(url)
+                        )
+                        .into(),
+                    })?,
+                };
+                Ok(Box::new(PgStore::attach(url, &run)?))
+            }
+        }
+    }
+
+    /// The value to pass to a worker's `--storage`.
+    pub fn arg(&self) -> String {
+        match self {
+            Storage::Sqlite(path) => format!("sqlite:{}", path.display()),
+            Storage::Postgres { url, .. } => url.clone(),
+        }
+    }
+
+    /// Whether a failure of this store may pass (a server restarting, a network
+    /// cut), so that a worker waits and tries again instead of exiting.
+    pub fn is_transient(e: &StoreError) -> bool {
+        match e {
+            StoreError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            // Connection refused or closed, a server shutting down or starting.
+            StoreError::Postgres { source, .. } => {
+                source.is_closed()
+                    || source.as_db_error().is_none_or(|db| {
+                        let code = db.code().code();
+                        code.starts_with("08") || code.starts_with("57P")
+                    })
+            }
+            _ => false,
+        }
+    }
+
+    /// The run's name in a shared database (none for SQLite: the file is the run).
+    pub fn run(&self) -> Option<&str> {
+        match self {
+            Storage::Sqlite(_) => None,
+            Storage::Postgres { run, .. } => run.as_deref(),
+        }
+    }
+
+    /// Whether the store is shared between machines (workers may be anywhere).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Storage::Postgres { .. })
+    }
+}
+
+impl fmt::Display for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Storage::Sqlite(_) => f.write_str(&self.arg()),
+            Storage::Postgres { url, run } => {
+                write!(f, "{}", postgres::redact(url))?;
+                match run {
+                    Some(r) => write!(f, " (run `{r}`)"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
 }

@@ -1,13 +1,17 @@
 //! The SQLite store: one `nas.db` per run directory (bundled SQLite through
 //! rusqlite), in WAL mode with full synchronisation, one transaction per state
-//! change. Opening it checks that the file is a run database and resets trials a
-//! killed process left `running` to `pending`.
+//! change. Opening it checks that the file is a run database (migrating an older
+//! schema) and resets trials a killed process left `running` to `pending`.
+//! Several processes on one machine share it (WAL, a busy timeout): the local
+//! workers of `evolve --jobs N` claim trials from it like PostgreSQL workers do.
 
 use super::{
-    AttemptRecord, NewTrial, Stage, Store, StoreError, TrialId, TrialRecord, TrialResult,
-    TrialStatus,
+    AttemptRecord, Claim, MAX_ATTEMPTS, NewTrial, Reaped, Stage, Store, StoreError, TrialId,
+    TrialRecord, TrialResult, TrialStatus, died_reason,
 };
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +19,27 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const DB_FILE: &str = "nas.db";
 
 /// The schema marker stored under the `schema` metadata key.
-pub const SCHEMA: &str = "nas-run/1";
+pub const SCHEMA: &str = "nas-run/2";
+
+/// The first schema (no leases); opened databases of it are migrated.
+const SCHEMA_1: &str = "nas-run/1";
+
+/// From `nas-run/1` to `nas-run/2`: trials get the worker holding them and its
+/// lease (database time); workers announce their job slots.
+const MIGRATE_1_2: &str = "
+ALTER TABLE trials ADD COLUMN worker TEXT;
+ALTER TABLE trials ADD COLUMN lease_until REAL;
+CREATE TABLE IF NOT EXISTS workers (
+    name       TEXT PRIMARY KEY,
+    slots      INTEGER NOT NULL,
+    seen_until REAL NOT NULL
+);
+UPDATE meta SET value = 'nas-run/2' WHERE key = 'schema';
+";
+
+/// The database clock (seconds since the Unix epoch): leases are compared with it,
+/// never with a worker's own clock.
+const NOW: &str = "unixepoch('subsec')";
 
 const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -65,9 +89,17 @@ CREATE TABLE IF NOT EXISTS trials (
     runs        INTEGER NOT NULL DEFAULT 0,
     created_at  REAL NOT NULL,
     started_at  REAL,
-    finished_at REAL
+    finished_at REAL,
+    worker      TEXT,
+    lease_until REAL
 );
 CREATE INDEX IF NOT EXISTS trials_by_hash ON trials(hash);
+CREATE INDEX IF NOT EXISTS trials_by_status ON trials(status);
+CREATE TABLE IF NOT EXISTS workers (
+    name       TEXT PRIMARY KEY,
+    slots      INTEGER NOT NULL,
+    seen_until REAL NOT NULL
+);
 ";
 
 /// A run's SQLite database.
@@ -75,7 +107,7 @@ CREATE INDEX IF NOT EXISTS trials_by_hash ON trials(hash);
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
-    recovered: Vec<TrialId>,
+    recovered: Vec<Reaped>,
 }
 
 fn now() -> f64 {
@@ -137,6 +169,12 @@ impl SqliteStore {
             });
         }
         SqliteStore::open_with(&dir.join(DB_FILE), false, false)
+    }
+
+    /// Connects to an existing database file without touching its trials: a
+    /// worker's connection (the coordinator recovers and migrates).
+    pub fn attach(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, false, false)
     }
 
     /// Opens a database file; `create` allows a new one. Interrupted trials are
@@ -213,6 +251,11 @@ impl SqliteStore {
             };
             match schema.as_deref() {
                 Some(SCHEMA) => {}
+                Some(SCHEMA_1) if recover => {
+                    conn.execute_batch(&format!("BEGIN IMMEDIATE; {MIGRATE_1_2} COMMIT;"))
+                        .map_err(corrupt)?;
+                }
+                Some(SCHEMA_1) => {}
                 Some(other) => {
                     return Err(StoreError::Corrupt {
                         path: path.to_path_buf(),
@@ -246,8 +289,9 @@ impl SqliteStore {
         &self.path
     }
 
-    /// The trials reset from `running` to `pending` when this store was opened.
-    pub fn recovered(&self) -> &[TrialId] {
+    /// The trials a dead process left `running`, found when this store was opened
+    /// (requeued, or failed after their last attempt).
+    pub fn recovered(&self) -> &[Reaped] {
         &self.recovered
     }
 
@@ -402,10 +446,12 @@ impl Store for SqliteStore {
     }
 
     fn start_trial(&mut self, id: TrialId) -> Result<(), StoreError> {
+        // Trained in this process: no lease (a death is found on the next open).
         let changed = self
             .conn
             .execute(
-                "UPDATE trials SET status = 'running', runs = runs + 1, started_at = ?2
+                "UPDATE trials SET status = 'running', runs = runs + 1, started_at = ?2,
+                        worker = NULL, lease_until = NULL
                  WHERE id = ?1 AND status = 'pending'",
                 params![id, now()],
             )
@@ -421,21 +467,14 @@ impl Store for SqliteStore {
     }
 
     fn finish_trial(&mut self, id: TrialId, result: &TrialResult) -> Result<(), StoreError> {
-        if !matches!(
-            result.status,
-            TrialStatus::Done | TrialStatus::Diverged | TrialStatus::Failed
-        ) {
-            return Err(StoreError::Trial {
-                id,
-                reason: format!("cannot finish as `{}`", result.status),
-            });
-        }
+        check_final(id, result)?;
         let telemetry = result.telemetry.to_string();
         let changed = self
             .conn
             .execute(
                 "UPDATE trials SET status = ?2, telemetry = ?3, accuracy = ?4, top5 = ?5,
-                        test_loss = ?6, train_s = ?7, error = ?8, finished_at = ?9
+                        test_loss = ?6, train_s = ?7, error = ?8, finished_at = ?9,
+                        lease_until = NULL
                  WHERE id = ?1 AND status = 'running'",
                 params![
                     id,
@@ -503,24 +542,196 @@ impl Store for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
-    fn recover(&mut self) -> Result<Vec<TrialId>, StoreError> {
+    fn trial(&self, id: TrialId) -> Result<Option<TrialRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT * FROM trials WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([id]).map_err(|e| self.err(e))?;
+        match rows.next().map_err(|e| self.err(e))? {
+            Some(row) => Ok(Some(self.trial_row(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn recover(&mut self) -> Result<Vec<Reaped>, StoreError> {
+        self.requeue("lease_until IS NULL OR lease_until < unixepoch('subsec')")
+    }
+
+    fn claim(&mut self, worker: &str, lease_s: f64) -> Result<Option<Claim>, StoreError> {
         let path = self.path.clone();
         let err = |e| classify(&path, e);
-        let tx = self.conn.transaction().map_err(err)?;
-        let ids: Vec<TrialId> = {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let id: Option<TrialId> = tx
+            .query_row(
+                &format!(
+                    "UPDATE trials SET status = 'running', runs = runs + 1, worker = ?1,
+                            lease_until = {NOW} + ?2, started_at = ?3
+                     WHERE id = (SELECT id FROM trials WHERE status = 'pending' ORDER BY id LIMIT 1)
+                     RETURNING id"
+                ),
+                params![worker, lease_s, now()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        let Some(id) = id else { return Ok(None) };
+        let trial = self.trial(id)?.ok_or_else(|| StoreError::Trial {
+            id,
+            reason: "vanished after it was claimed".into(),
+        })?;
+        Ok(Some(Claim {
+            attempt: trial.runs,
+            trial,
+        }))
+    }
+
+    fn heartbeat(&mut self, id: TrialId, attempt: u32, lease_s: f64) -> Result<bool, StoreError> {
+        let changed = self
+            .conn
+            .execute(
+                &format!(
+                    "UPDATE trials SET lease_until = {NOW} + ?3
+                     WHERE id = ?1 AND runs = ?2 AND status = 'running'"
+                ),
+                params![id, i64::from(attempt), lease_s],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(changed == 1)
+    }
+
+    fn complete(
+        &mut self,
+        id: TrialId,
+        attempt: u32,
+        result: &TrialResult,
+    ) -> Result<bool, StoreError> {
+        check_final(id, result)?;
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE trials SET status = ?2, telemetry = ?3, accuracy = ?4, top5 = ?5,
+                        test_loss = ?6, train_s = ?7, error = ?8, finished_at = ?9,
+                        lease_until = NULL
+                 WHERE id = ?1 AND status = 'running' AND runs = ?10",
+                params![
+                    id,
+                    result.status.as_str(),
+                    result.telemetry.to_string(),
+                    result.accuracy,
+                    result.top5,
+                    result.test_loss,
+                    result.train_s,
+                    result.error,
+                    now(),
+                    i64::from(attempt),
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(changed == 1)
+    }
+
+    fn reap(&mut self) -> Result<Vec<Reaped>, StoreError> {
+        self.requeue("lease_until IS NOT NULL AND lease_until < unixepoch('subsec')")
+    }
+
+    fn worker_seen(&mut self, worker: &str, slots: u32, ttl_s: f64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO workers(name, slots, seen_until) VALUES (?1, ?2, {NOW} + ?3)
+                     ON CONFLICT(name) DO UPDATE SET slots = excluded.slots,
+                                                     seen_until = excluded.seen_until"
+                ),
+                params![worker, i64::from(slots), ttl_s],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    fn live_slots(&self) -> Result<u32, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT COALESCE(SUM(slots), 0) FROM workers WHERE seen_until >= {NOW}"),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+}
+
+impl SqliteStore {
+    /// Ends or requeues the running trials matching `which`, in one transaction:
+    /// those that used their attempts fail with the reason, the others wait again.
+    fn requeue(&mut self, which: &str) -> Result<Vec<Reaped>, StoreError> {
+        let path = self.path.clone();
+        let err = |e| classify(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let found: Vec<(TrialId, i64)> = {
             let mut stmt = tx
-                .prepare("SELECT id FROM trials WHERE status = 'running' ORDER BY id")
+                .prepare(&format!(
+                    "SELECT id, runs FROM trials WHERE status = 'running' AND ({which}) ORDER BY id"
+                ))
                 .map_err(err)?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(err)?
         };
-        tx.execute(
-            "UPDATE trials SET status = 'pending', started_at = NULL WHERE status = 'running'",
-            [],
-        )
-        .map_err(err)?;
+        let mut out = Vec::new();
+        for (id, runs) in found {
+            let attempts = u32::try_from(runs).unwrap_or(u32::MAX);
+            let status = if attempts >= MAX_ATTEMPTS {
+                tx.execute(
+                    "UPDATE trials SET status = 'failed', error = ?2, finished_at = ?3,
+                            lease_until = NULL
+                     WHERE id = ?1",
+                    params![id, died_reason(attempts), now()],
+                )
+                .map_err(err)?;
+                TrialStatus::Failed
+            } else {
+                tx.execute(
+                    "UPDATE trials SET status = 'pending', started_at = NULL, worker = NULL,
+                            lease_until = NULL
+                     WHERE id = ?1",
+                    [id],
+                )
+                .map_err(err)?;
+                TrialStatus::Pending
+            };
+            out.push(Reaped {
+                id,
+                status,
+                attempts,
+            });
+        }
         tx.commit().map_err(err)?;
-        Ok(ids)
+        Ok(out)
+    }
+}
+
+/// A result can only end a trial as done, diverged or failed.
+fn check_final(id: TrialId, result: &TrialResult) -> Result<(), StoreError> {
+    if matches!(
+        result.status,
+        TrialStatus::Done | TrialStatus::Diverged | TrialStatus::Failed
+    ) {
+        Ok(())
+    } else {
+        Err(StoreError::Trial {
+            id,
+            reason: format!("cannot finish as `{}`", result.status),
+        })
     }
 }
 
@@ -619,7 +830,14 @@ mod tests {
             (a, b)
         };
         let s = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(s.recovered(), &[b]);
+        assert_eq!(
+            s.recovered(),
+            &[Reaped {
+                id: b,
+                status: TrialStatus::Pending,
+                attempts: 1
+            }]
+        );
         let trials = s.trials().unwrap();
         assert_eq!(trials[0].id, a);
         assert_eq!(trials[0].status(), TrialStatus::Done);

@@ -1,0 +1,378 @@
+//! The worker role: claim a pending trial from the run's store, train it while a
+//! heartbeat keeps its lease alive, report the result under the claim's attempt
+//! number, and again, until the run is finished. A worker talks to the
+//! coordinator only through the store; a worker whose lease expired (killed,
+//! paused, cut off) is fenced: its late writes change nothing.
+//!
+//! One process trains one trial at a time on its share of the cores: two
+//! trainings in one process do not run side by side in Burn's `flex` backend (its
+//! autodiff graph is shared process-wide), two processes do. So `--jobs N`
+//! starts N worker processes ([`LocalWorkers`]).
+
+use super::{EvolveError, SearchConfig, check_seed_budget, task_sizes, train_to_result};
+use crate::data;
+use crate::store::{Claim, Storage, Store, StoreError};
+use crate::train::{self, Task};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The run metadata key holding the run's state (`running`, `finished`).
+pub const STATE_KEY: &str = "state";
+
+/// How a worker behaves.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// The run's store.
+    pub storage: Storage,
+    /// A name prefix for this worker (default: host and process id).
+    pub name: Option<String>,
+    /// The lease a claim holds, renewed every third of it.
+    pub lease_s: f64,
+    /// How long to wait between looks at an empty queue.
+    pub poll_s: f64,
+    /// How long to keep trying while the store is unreachable before giving up.
+    pub db_wait_s: f64,
+    /// Exit when idle this long (none: wait until the run is finished).
+    pub idle_exit_s: Option<f64>,
+    /// Exit when the process that started this worker is gone (local workers).
+    pub exit_with_parent: bool,
+    /// Where CIFAR data lives on this machine (overrides the run's `data_dir`).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl WorkerOptions {
+    /// Defaults for `storage`: a 30 s lease, polling every 0.2 s, waiting up to
+    /// 120 s for an unreachable store.
+    pub fn new(storage: Storage) -> WorkerOptions {
+        WorkerOptions {
+            storage,
+            name: None,
+            lease_s: 30.0,
+            poll_s: 0.2,
+            db_wait_s: 120.0,
+            idle_exit_s: None,
+            exit_with_parent: false,
+            data_dir: None,
+        }
+    }
+}
+
+/// What a worker did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkerSummary {
+    /// Trials trained and recorded.
+    pub trained: usize,
+    /// Trials whose result was refused because the lease had passed to another.
+    pub fenced: usize,
+    /// Why it stopped.
+    pub stopped: String,
+}
+
+/// Runs a store operation, reconnecting and trying again while the store is
+/// unreachable, up to `wait_s`; then the error, with how long it waited.
+fn patiently<T>(
+    store: &mut Box<dyn Store>,
+    opts: &WorkerOptions,
+    mut op: impl FnMut(&mut dyn Store) -> Result<T, StoreError>,
+) -> Result<T, EvolveError> {
+    let started = Instant::now();
+    let mut delay = 0.2f64;
+    loop {
+        match op(store.as_mut()) {
+            Ok(v) => return Ok(v),
+            Err(e) if Storage::is_transient(&e) => {
+                if started.elapsed().as_secs_f64() > opts.db_wait_s {
+                    return Err(EvolveError::Config(format!(
+                        "the store {} was unreachable for {:.0} s, giving up: {e}",
+                        opts.storage, opts.db_wait_s
+                    )));
+                }
+                tracing::warn!("store unreachable, retrying in {delay:.1} s: {e}");
+                std::thread::sleep(Duration::from_secs_f64(delay));
+                delay = (delay * 2.0).min(5.0);
+                if let Ok(fresh) = opts.storage.attach() {
+                    *store = fresh;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The run's configuration, as the coordinator saved it.
+fn run_config(store: &dyn Store) -> Result<SearchConfig, EvolveError> {
+    let json = store.meta("config_json")?.ok_or_else(|| {
+        EvolveError::Config("the run has no configuration yet (start it with `evolve`)".into())
+    })?;
+    serde_json::from_str(&json)
+        .map_err(|e| EvolveError::Config(format!("the run's configuration does not decode: {e}")))
+}
+
+/// The worker's name: the given prefix or the host, and the process id.
+fn worker_name(opts: &WorkerOptions) -> String {
+    let host = opts.name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "host".into())
+    });
+    format!("{host}:{}", std::process::id())
+}
+
+/// Keeps a claim's lease alive from its own connection until told to stop;
+/// sets `lost` when the store says the trial is no longer this attempt's.
+fn heartbeat(
+    opts: &WorkerOptions,
+    worker: String,
+    claim: (i64, u32),
+    lost: Arc<AtomicBool>,
+) -> Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>), EvolveError> {
+    let (tx, rx) = mpsc::channel::<()>();
+    let opts = opts.clone();
+    let every = Duration::from_secs_f64((opts.lease_s / 3.0).max(0.05));
+    let handle = std::thread::Builder::new()
+        .name("heartbeat".into())
+        .spawn(move || {
+            let mut store = opts.storage.attach().ok();
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                if store.is_none() {
+                    store = opts.storage.attach().ok();
+                }
+                let Some(s) = store.as_mut() else { continue };
+                match s.heartbeat(claim.0, claim.1, opts.lease_s) {
+                    Ok(true) => {
+                        let _ = s.worker_seen(&worker, 1, opts.lease_s);
+                    }
+                    Ok(false) => {
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("heartbeat failed (retrying): {e}");
+                        store = None;
+                    }
+                }
+            }
+        })
+        .map_err(|source| EvolveError::Io {
+            path: PathBuf::from("<heartbeat thread>"),
+            source,
+        })?;
+    Ok((tx, handle))
+}
+
+/// Loads the task of the run (CIFAR from this machine's `data_dir` when given).
+fn load_run_task(cfg: &SearchConfig, opts: &WorkerOptions) -> Result<Task, EvolveError> {
+    let mut cfg = cfg.clone();
+    if opts.data_dir.is_some() {
+        cfg.train.data_dir = opts.data_dir.clone();
+    }
+    let r = cfg.resolve()?;
+    let (train, test) = task_sizes(&cfg, &r);
+    let split = data::load(r.dataset, cfg.train.data_dir.as_deref(), train, test)?;
+    Ok(Task::new(split))
+}
+
+/// Trains one claimed trial and reports it; `Ok(false)` when fenced.
+fn train_claim(
+    store: &mut Box<dyn Store>,
+    opts: &WorkerOptions,
+    worker: &str,
+    cfg: &SearchConfig,
+    task: &Task,
+    claim: &Claim,
+) -> Result<bool, EvolveError> {
+    let r = cfg.resolve()?;
+    let id = claim.trial.id;
+    let net = nas_dsl::check_str(&claim.trial.trial.source)
+        .ok()
+        .and_then(|n| n.into_iter().next());
+    let result = match net {
+        None => {
+            super::search::failed_result("the stored source does not pass the checker".into(), 0.0)
+        }
+        Some(net) => match check_seed_budget(&net, &cfg.budget())
+            .map_err(|e| e.to_string())
+            .and_then(|()| train::check_fit(&net, task).map_err(|e| e.to_string()))
+        {
+            Err(e) => super::search::failed_result(format!("refused before training: {e}"), 0.0),
+            Ok(()) => {
+                let lost = Arc::new(AtomicBool::new(false));
+                let (stop, beat) =
+                    heartbeat(opts, worker.to_string(), (id, claim.attempt), lost.clone())?;
+                let tcfg = cfg.train_config(&r, claim.trial.trial.epochs as usize);
+                let (result, _fatal) = train_to_result(r.backend, &net, task, &tcfg, &mut ());
+                drop(stop);
+                let _ = beat.join();
+                if lost.load(Ordering::SeqCst) {
+                    tracing::warn!(
+                        trial = id,
+                        attempt = claim.attempt,
+                        "the lease passed to another worker while training; the result is dropped"
+                    );
+                }
+                result
+            }
+        },
+    };
+    let accepted = patiently(store, opts, |s| s.complete(id, claim.attempt, &result))?;
+    if !accepted {
+        tracing::warn!(
+            trial = id,
+            attempt = claim.attempt,
+            "the trial is no longer this worker's (its lease expired): nothing was written"
+        );
+    }
+    Ok(accepted)
+}
+
+/// The worker loop: claim, train, report, until the run is finished (or idle
+/// past `idle_exit_s`, or the parent is gone).
+pub fn run_worker(opts: &WorkerOptions) -> Result<WorkerSummary, EvolveError> {
+    let worker = worker_name(opts);
+    let parent = std::os::unix::process::parent_id();
+    let mut store = {
+        let started = Instant::now();
+        loop {
+            match opts.storage.attach() {
+                Ok(s) => break s,
+                Err(e)
+                    if Storage::is_transient(&e)
+                        && started.elapsed().as_secs_f64() < opts.db_wait_s =>
+                {
+                    tracing::warn!("store unreachable, waiting: {e}");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let cfg = run_config(store.as_ref())?;
+    let task = load_run_task(&cfg, opts)?;
+    tracing::info!(%worker, storage = %opts.storage, "worker starts");
+    let mut summary = WorkerSummary::default();
+    let mut idle_since = Instant::now();
+    loop {
+        if opts.exit_with_parent && std::os::unix::process::parent_id() != parent {
+            summary.stopped = "the process that started it is gone".into();
+            return Ok(summary);
+        }
+        patiently(&mut store, opts, |s| {
+            s.worker_seen(&worker, 1, opts.lease_s)
+        })?;
+        match patiently(&mut store, opts, |s| s.claim(&worker, opts.lease_s))? {
+            Some(claim) => {
+                tracing::info!(trial = claim.trial.id, attempt = claim.attempt, "claimed");
+                if train_claim(&mut store, opts, &worker, &cfg, &task, &claim)? {
+                    summary.trained += 1;
+                } else {
+                    summary.fenced += 1;
+                }
+                idle_since = Instant::now();
+            }
+            None => {
+                let state = patiently(&mut store, opts, |s| s.meta(STATE_KEY))?;
+                if state.as_deref() == Some("finished") {
+                    summary.stopped = "the run is finished".into();
+                    return Ok(summary);
+                }
+                if let Some(idle) = opts.idle_exit_s
+                    && idle_since.elapsed().as_secs_f64() > idle
+                {
+                    summary.stopped = format!("idle for {idle:.0} s");
+                    return Ok(summary);
+                }
+                std::thread::sleep(Duration::from_secs_f64(opts.poll_s));
+            }
+        }
+    }
+}
+
+/// Worker processes started on this machine, each on its share of the cores;
+/// stopped (killed) when dropped.
+pub struct LocalWorkers {
+    children: Vec<Child>,
+}
+
+impl LocalWorkers {
+    /// Starts `n` worker processes of `exe` (the `nas-core` binary) on `storage`,
+    /// each with `threads` compute threads; they exit with this process.
+    pub fn spawn(
+        exe: &std::path::Path,
+        storage: &Storage,
+        n: usize,
+        threads: usize,
+        lease_s: f64,
+    ) -> Result<LocalWorkers, EvolveError> {
+        let mut children = Vec::new();
+        for i in 0..n {
+            let mut cmd = Command::new(exe);
+            cmd.arg("worker").arg("--storage").arg(storage.arg());
+            if let Some(run) = storage.run() {
+                cmd.arg("--run").arg(run);
+            }
+            let child = cmd
+                .arg("--threads")
+                .arg(threads.to_string())
+                .arg("--lease")
+                .arg(format!("{lease_s}"))
+                .arg("--poll")
+                .arg("0.05")
+                .arg("--exit-with-parent")
+                .arg("--quiet")
+                .env("RAYON_NUM_THREADS", threads.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|source| EvolveError::Io {
+                    path: exe.to_path_buf(),
+                    source,
+                })?;
+            tracing::info!(worker = i, pid = child.id(), "local worker started");
+            children.push(child);
+        }
+        Ok(LocalWorkers { children })
+    }
+
+    /// The workers still running; an error naming how the others ended when
+    /// none is left.
+    pub fn check(&mut self) -> Result<usize, EvolveError> {
+        let mut alive = 0;
+        let mut ended = Vec::new();
+        for c in &mut self.children {
+            match c.try_wait() {
+                Ok(None) => alive += 1,
+                Ok(Some(status)) => ended.push(status.to_string()),
+                Err(e) => ended.push(e.to_string()),
+            }
+        }
+        if alive == 0 && !self.children.is_empty() {
+            return Err(EvolveError::Config(format!(
+                "every local worker process ended ({}); their messages are above",
+                ended.join(", ")
+            )));
+        }
+        Ok(alive)
+    }
+
+    /// Stops the workers.
+    pub fn stop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for LocalWorkers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
