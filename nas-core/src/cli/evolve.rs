@@ -153,6 +153,13 @@ pub struct SearchArgs {
     #[arg(long, value_name = "DIR")]
     pub runs_dir: Option<PathBuf>,
 
+    /// Keep the run's record in a shared PostgreSQL database
+    /// (`postgres://USER@HOST/DB`; the password in `PGPASSWORD`) that workers on
+    /// other machines serve (`nas-core worker`); run `nas-core db init URL`
+    /// once first [default: the run directory's own SQLite file].
+    #[arg(long, value_name = "URL")]
+    pub storage: Option<String>,
+
     /// Who proposes children: auto (ollama when a server answers, else mutate),
     /// ollama, openai, mutate or random [default: auto].
     #[arg(long, value_parser = proposer_arg)]
@@ -190,11 +197,11 @@ pub struct SearchArgs {
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
 
-    /// Trials trained at once, each on its share of the CPU threads; the search
-    /// is asynchronous (a freed job gets the next proposal, made from the
-    /// results finished so far); 0: one per core. 1 reproduces a run exactly for
-    /// a fixed seed [default: 1: two flex trainings in one process measured no
-    /// faster than one].
+    /// Trials trained at once on this machine, each in a worker process of its
+    /// own on its share of the CPU threads; the search is asynchronous (a freed
+    /// worker gets the next proposal, made from the results finished so far);
+    /// 0: one per core. 1 trains in this process and reproduces a run exactly
+    /// for a fixed seed [default: 1].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
     pub jobs: Option<usize>,
 
@@ -291,7 +298,7 @@ impl SearchArgs {
              temperature => llm.temperature, llm_timeout => llm.timeout,
              samples => llm.samples);
         set_some!(self, c; name => name, time_budget => time_budget, final_epochs => final_epochs,
-                  url => llm.url);
+                  url => llm.url, storage => storage);
         if self.no_propose_ahead {
             c.llm.propose_ahead = false;
         }
@@ -309,6 +316,7 @@ impl SearchArgs {
     fn fixed_on_resume(&self) -> Vec<&'static str> {
         let mut given = self.task.given();
         given_flags!(self, given; config => "--config", name => "--name", runs_dir => "--runs-dir",
+               storage => "--storage",
                proposer => "--proposer", population => "--population",
                tournament => "--tournament", seed => "--seed", model => "--model",
                style => "--style", temperature => "--temperature", samples => "--samples");
@@ -378,6 +386,11 @@ pub struct Args {
     /// change).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+
+    /// Train nothing on this machine: only propose, and wait for workers
+    /// (`nas-core worker`) to train the queued trials (with `--storage`).
+    #[arg(long)]
+    pub coordinate_only: bool,
 
     /// Print the leaderboard as JSON on standard output at the end.
     #[arg(long)]
@@ -593,12 +606,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(dir) => Evolve::resume(dir, |c| args.search.adjust(c))?,
         None => Evolve::create(args.search.config()?)?,
     };
+    if args.coordinate_only {
+        anyhow::ensure!(
+            evolve.storage().is_shared(),
+            "`--coordinate-only` needs a shared store (`--storage postgres://…`) that workers serve"
+        );
+        evolve = evolve.coordinate_only();
+    }
     let dir = evolve.dir().to_path_buf();
     eprintln!(
-        "run `{}` in {} with the `{}` proposer",
+        "run `{}` in {} with the `{}` proposer{}",
         evolve.name(),
         dir.display(),
-        evolve.proposer()
+        evolve.proposer(),
+        if evolve.storage().is_shared() {
+            format!("; trials in {}", evolve.storage())
+        } else {
+            String::new()
+        }
     );
     let mut reporter = Reporter::new("");
     let summary = with_log(&dir, || evolve.run(&mut reporter))??;

@@ -8,6 +8,7 @@ mod bench;
 mod check;
 mod compare;
 mod corpus;
+mod db;
 mod evolve;
 mod fidelity;
 mod fmt;
@@ -69,6 +70,8 @@ pub enum Command {
     Compare(compare::Args),
     /// Claim and train the queued trials of a run (the worker role).
     Worker(worker::Args),
+    /// Create or migrate a shared PostgreSQL store's schema (`db init URL`).
+    Db(db::Args),
 }
 
 /// A reader that stops early (`nas-core mutate … | head`) closes our stdout, and
@@ -108,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Report(a) => report::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Worker(a) => worker::run(a),
+        Command::Db(a) => db::run(a),
     };
     match result {
         Ok(code) => code,

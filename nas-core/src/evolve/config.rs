@@ -4,6 +4,7 @@
 use super::{DEFAULT_MODEL, EvolveError};
 use crate::data::DatasetKind;
 use crate::propose::{Budget, LlmConfig, Style};
+use crate::store::Storage;
 use crate::train::{BackendKind, Schedule, TrainConfig};
 use clap::ValueEnum;
 use nas_dsl::mutate::ValueSet;
@@ -344,6 +345,10 @@ pub struct SearchConfig {
     /// Trials trained at once, each on its share of the CPU threads (0: one
     /// per core, or one for a GPU backend).
     pub jobs: usize,
+    /// A shared PostgreSQL store (`postgres://…`) instead of the run
+    /// directory's SQLite file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
     /// Training settings.
     pub train: TrainSettings,
     /// LLM settings.
@@ -372,6 +377,7 @@ impl Default for SearchConfig {
             structural: false,
             seed: 0,
             jobs: 1,
+            storage: None,
             train: TrainSettings::default(),
             llm: LlmSettings::default(),
         }
@@ -436,6 +442,14 @@ impl SearchConfig {
         }
         if let Some(name) = &self.name {
             check_name(name)?;
+        }
+        if let Some(url) = &self.storage
+            && !matches!(Storage::parse(url), Ok(Storage::Postgres { .. }))
+        {
+            return bad(format!(
+                "`storage = \"{}\"`: expected a PostgreSQL URL (`postgres://USER@HOST/DB`); without it a run keeps its record in its directory",
+                crate::store::postgres::redact(url)
+            ));
         }
         Ok(Resolved {
             dataset,

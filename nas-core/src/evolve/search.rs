@@ -17,8 +17,8 @@ use crate::propose::ahead::Ahead;
 use crate::propose::{self, Budget, Context, Proposer, Telemetry};
 use crate::report::{self, Entry, RunData};
 use crate::store::{
-    AttemptRecord, NewTrial, SqliteStore, Stage, Storage, Store, StoreError, TrialId, TrialRecord,
-    TrialResult, TrialStatus,
+    AttemptRecord, NewTrial, Patient, PgStore, Reaped, SqliteStore, Stage, Storage, Store,
+    StoreError, TrialId, TrialRecord, TrialResult, TrialStatus,
 };
 use crate::train::{self, BackendKind, Task, TrainConfig, TrainError};
 use nas_dsl::CheckedNet;
@@ -190,6 +190,62 @@ struct Job {
 /// The lease of a local worker's claim: a worker killed with its coordinator
 /// frees its trial for the next session after at most this long.
 const LOCAL_LEASE_S: f64 = 10.0;
+/// The lease of a claim in a shared store (workers on other machines: network
+/// hiccups must not cost trainings).
+const SHARED_LEASE_S: f64 = 30.0;
+/// How long the coordinator waits out an unreachable shared store.
+const DB_WAIT_S: f64 = 120.0;
+
+/// The job slots of a search: its local workers, or in a shared store the
+/// workers seen alive (looked up once a second).
+struct Slots {
+    local: usize,
+    shared: bool,
+    live: usize,
+    looked: Option<Instant>,
+    /// When the queue was first seen with no worker alive (for the notice).
+    unserved_since: Option<Instant>,
+    told: bool,
+}
+
+impl Slots {
+    fn new(local: usize, shared: bool) -> Slots {
+        Slots {
+            local,
+            shared,
+            live: 0,
+            looked: None,
+            unserved_since: None,
+            told: false,
+        }
+    }
+
+    /// Trials to keep queued: at least one.
+    fn get(&mut self, store: &dyn Store) -> Result<usize, StoreError> {
+        if self.shared && self.looked.is_none_or(|t| t.elapsed().as_secs_f64() >= 1.0) {
+            self.live = store.live_slots()? as usize;
+            self.looked = Some(Instant::now());
+        }
+        Ok(self.local.max(self.live).max(1))
+    }
+
+    /// A notice, once, when trials have waited 15 s with no worker alive.
+    fn unserved(&mut self, storage: &Storage) -> Option<String> {
+        if !self.shared || self.local > 0 || self.live > 0 {
+            self.unserved_since = None;
+            return None;
+        }
+        let since = *self.unserved_since.get_or_insert_with(Instant::now);
+        if self.told || since.elapsed().as_secs_f64() < 15.0 {
+            return None;
+        }
+        self.told = true;
+        Some(format!(
+            "no worker has served this run for 15 s; start some: nas-core worker --storage URL --run {} (the store: {storage})",
+            storage.run().unwrap_or("NAME")
+        ))
+    }
+}
 
 /// The result of a trial that failed after `secs` seconds, with why.
 pub(crate) fn failed_result(error: String, secs: f64) -> TrialResult {
@@ -215,6 +271,8 @@ pub struct Evolve {
     storage: Storage,
     /// The `nas-core` binary that local workers run.
     worker_exe: Option<PathBuf>,
+    /// Train nothing here: workers elsewhere serve the shared store.
+    coordinate_only: bool,
     task: Task,
     seed: Arc<Arch>,
     seed_hash: String,
@@ -240,7 +298,9 @@ struct Parts {
     resolved: Resolved,
     dir: PathBuf,
     name: String,
-    store: SqliteStore,
+    store: Box<dyn Store>,
+    storage: Storage,
+    recovered: Vec<Reaped>,
     seed: CheckedNet,
     task: Task,
     rt: tokio::runtime::Runtime,
@@ -392,7 +452,9 @@ impl Evolve {
         // The saved configuration states the sizes used.
         fill_task_sizes(&mut cfg, &resolved);
         let dir = cfg.runs_dir.join(&name);
-        if dir.join(crate::store::sqlite::DB_FILE).exists() {
+        if dir.join(crate::store::sqlite::DB_FILE).exists()
+            || (cfg.storage.is_some() && dir.join(CONFIG_FILE).exists())
+        {
             return Err(EvolveError::Exists(dir));
         }
         if dir.exists() && !dir.is_dir() {
@@ -403,13 +465,34 @@ impl Evolve {
         let task = load_task(&cfg, &resolved, &seed)?;
         let rt = runtime()?;
         let proposer = connect(&cfg, &resolved, &rt, session_seed(cfg.seed, 0))?;
-        let store = SqliteStore::create(&dir)?;
+        let (store, storage): (Box<dyn Store>, Storage) = match &cfg.storage {
+            None => {
+                let store = SqliteStore::create(&dir)?;
+                let storage = Storage::Sqlite(store.path().to_path_buf());
+                (Box::new(store), storage)
+            }
+            Some(url) => {
+                std::fs::create_dir_all(&dir).map_err(|source| EvolveError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                let store = PgStore::create(url, &name)?;
+                let storage = Storage::Postgres {
+                    url: url.clone(),
+                    run: Some(name.clone()),
+                };
+                let store = Patient::new(storage.clone(), Box::new(store), DB_WAIT_S);
+                (Box::new(store), storage)
+            }
+        };
         Evolve::start(Parts {
             cfg,
             resolved,
             dir,
             name,
             store,
+            storage,
+            recovered: Vec::new(),
             seed,
             task,
             rt,
@@ -423,19 +506,18 @@ impl Evolve {
         dir: &Path,
         adjust: impl FnOnce(&mut SearchConfig) -> Result<(), EvolveError>,
     ) -> Result<Evolve, EvolveError> {
-        let store = SqliteStore::open(dir)?;
-        let json = store.meta("config_json")?.ok_or_else(|| {
+        let (store, storage, recovered) = open_record(dir, true)?;
+        let corrupt = |reason: String| {
             EvolveError::Store(StoreError::Corrupt {
-                path: store.path().to_path_buf(),
-                reason: "the run's configuration is missing".into(),
+                path: PathBuf::from(storage.to_string()),
+                reason,
             })
-        })?;
-        let mut cfg: SearchConfig = serde_json::from_str(&json).map_err(|e| {
-            EvolveError::Store(StoreError::Corrupt {
-                path: store.path().to_path_buf(),
-                reason: format!("the run's configuration does not decode: {e}"),
-            })
-        })?;
+        };
+        let json = store
+            .meta("config_json")?
+            .ok_or_else(|| corrupt("the run's configuration is missing".into()))?;
+        let mut cfg: SearchConfig = serde_json::from_str(&json)
+            .map_err(|e| corrupt(format!("the run's configuration does not decode: {e}")))?;
         adjust(&mut cfg)?;
         let name = cfg
             .name
@@ -460,6 +542,8 @@ impl Evolve {
             dir: dir.to_path_buf(),
             name,
             store,
+            storage,
+            recovered,
             seed,
             task,
             rt,
@@ -474,6 +558,8 @@ impl Evolve {
             dir,
             name,
             mut store,
+            storage,
+            recovered,
             seed,
             task,
             rt,
@@ -522,8 +608,7 @@ impl Evolve {
         }
         let mut notices = Vec::new();
         notices.extend(notice);
-        let again: Vec<TrialId> = store
-            .recovered()
+        let again: Vec<TrialId> = recovered
             .iter()
             .filter(|r| r.status == TrialStatus::Pending)
             .map(|r| r.id)
@@ -533,18 +618,13 @@ impl Evolve {
                 "resuming: trial(s) {again:?} were interrupted and will be trained again"
             ));
         }
-        for r in store
-            .recovered()
-            .iter()
-            .filter(|r| r.status == TrialStatus::Failed)
-        {
+        for r in recovered.iter().filter(|r| r.status == TrialStatus::Failed) {
             notices.push(format!(
                 "resuming: trial {} ends as failed: {}",
                 r.id,
                 crate::store::died_reason(r.attempts)
             ));
         }
-        let storage = Storage::Sqlite(store.path().to_path_buf());
         Ok(Evolve {
             rng: seed_rng(session_seed(cfg.seed, steps) ^ 0x0070_415E_1EC7),
             jobs: cfg.jobs(&resolved),
@@ -552,9 +632,10 @@ impl Evolve {
             resolved,
             dir,
             name,
-            store: Box::new(store),
+            store,
             storage,
             worker_exe: None,
+            coordinate_only: false,
             task,
             seed: seed_arch,
             seed_hash,
@@ -600,6 +681,17 @@ impl Evolve {
     /// The run's store.
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    /// Where the run's record is.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Trains nothing on this machine: workers elsewhere serve the shared store.
+    pub fn coordinate_only(mut self) -> Evolve {
+        self.coordinate_only = true;
+        self
     }
 
     /// The `nas-core` binary that runs local workers (`--jobs` above 1); by
@@ -702,21 +794,30 @@ impl Evolve {
         let ahead_ok =
             self.cfg.llm.propose_ahead && self.proposer.as_ref().is_some_and(AnyProposer::is_llm);
         let jobs = self.jobs;
-        // More than one job: worker processes claim the queued trials from the
-        // store (two trainings in one process do not overlap in `flex`).
-        let mut workers = if jobs > 1 {
+        let shared = self.storage.is_shared();
+        // More than one job, or a shared store: worker processes claim the
+        // queued trials from the store (two trainings in one process do not
+        // overlap in `flex`), here and on any machine that reaches the store.
+        let mut workers = if jobs > 1 || shared {
+            let local = if self.coordinate_only { 0 } else { jobs };
             let threads = (super::cores() / jobs).max(1);
             let exe = self.worker_exe()?;
+            let lease = if shared {
+                SHARED_LEASE_S
+            } else {
+                LOCAL_LEASE_S
+            };
             Some(LocalWorkers::spawn(
                 &exe,
                 &self.storage,
-                jobs,
+                local,
                 threads,
-                LOCAL_LEASE_S,
+                lease,
             )?)
         } else {
             None
         };
+        let mut slots = Slots::new(if self.coordinate_only { 0 } else { jobs }, shared);
         self.store.set_meta(STATE_KEY, "running")?;
         let mut step = steps;
         let mut ahead: Option<(u64, Option<String>, Ahead<AnyProposer>)> = None;
@@ -727,6 +828,7 @@ impl Evolve {
             // A proposal is asked for while a job slot is free (and, for an LLM,
             // one ahead of them), with the results finished so far.
             let pending = queue.len() + queued.len();
+            let jobs = slots.get(self.store.as_ref())?;
             if ahead.is_none()
                 && stop.is_none()
                 && (pending < jobs || (ahead_ok && pending <= jobs))
@@ -761,6 +863,10 @@ impl Evolve {
                     if !queued.is_empty() {
                         w.check()?;
                         self.collect(&mut queued, obs)?;
+                        if let Some(n) = slots.unserved(&self.storage) {
+                            tracing::warn!("{n}");
+                            obs.notice(&n);
+                        }
                     }
                 }
             }
@@ -1341,7 +1447,7 @@ impl Evolve {
 /// Loads a run's record for the report (without touching an interrupted trial,
 /// so a report can be made while the run goes on).
 pub fn load_run(dir: &Path) -> Result<RunData, EvolveError> {
-    let store = SqliteStore::inspect(dir)?;
+    let (store, _, _) = open_record(dir, false)?;
     let cfg = store
         .meta("config_json")?
         .and_then(|j| serde_json::from_str::<SearchConfig>(&j).ok());
@@ -1350,9 +1456,54 @@ pub fn load_run(dir: &Path) -> Result<RunData, EvolveError> {
         .and_then(|c| c.name.clone())
         .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "run".into());
-    let mut run = RunData::load(&name, &store)?;
+    let mut run = RunData::load(&name, store.as_ref())?;
     if let Some(cfg) = &cfg {
         run.noise = crate::fidelity::noise_near(cfg, dir);
     }
     Ok(run)
+}
+
+/// Opens a run's record: the directory's SQLite file, or the shared store its
+/// saved configuration names. With `recover`, trials left running by a dead
+/// process (no live lease) are returned to the queue, and listed.
+fn open_record(
+    dir: &Path,
+    recover: bool,
+) -> Result<(Box<dyn Store>, Storage, Vec<Reaped>), EvolveError> {
+    let config = dir.join(CONFIG_FILE);
+    let shared = if dir.join(crate::store::sqlite::DB_FILE).exists() || !config.is_file() {
+        None
+    } else {
+        let cfg = SearchConfig::from_toml_file(&config)?;
+        cfg.storage.map(|url| Storage::Postgres {
+            url,
+            run: Some(
+                cfg.name
+                    .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_default(),
+            ),
+        })
+    };
+    match shared {
+        Some(storage) => {
+            let mut store = Patient::attach(storage.clone(), DB_WAIT_S)?;
+            let recovered = if recover {
+                store.recover()?
+            } else {
+                Vec::new()
+            };
+            Ok((Box::new(store), storage, recovered))
+        }
+        None if recover => {
+            let store = SqliteStore::open(dir)?;
+            let recovered = store.recovered().to_vec();
+            let storage = Storage::Sqlite(store.path().to_path_buf());
+            Ok((Box::new(store), storage, recovered))
+        }
+        None => {
+            let store = SqliteStore::inspect(dir)?;
+            let storage = Storage::Sqlite(store.path().to_path_buf());
+            Ok((Box::new(store), storage, Vec::new()))
+        }
+    }
 }

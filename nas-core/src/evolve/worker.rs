@@ -11,7 +11,7 @@
 
 use super::{EvolveError, SearchConfig, check_seed_budget, task_sizes, train_to_result};
 use crate::data;
-use crate::store::{Claim, Storage, Store, StoreError};
+use crate::store::{Claim, Patient, Storage, Store, StoreError};
 use crate::train::{self, Task};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -72,43 +72,14 @@ pub struct WorkerSummary {
     pub stopped: String,
 }
 
-/// Runs a store operation, reconnecting and trying again while the store is
-/// unreachable, up to `wait_s`; then the error, with how long it waited.
-fn patiently<T>(
-    store: &mut Box<dyn Store>,
-    opts: &WorkerOptions,
-    mut op: impl FnMut(&mut dyn Store) -> Result<T, StoreError>,
-) -> Result<T, EvolveError> {
-    let started = Instant::now();
-    let mut delay = 0.2f64;
-    loop {
-        match op(store.as_mut()) {
-            Ok(v) => return Ok(v),
-            Err(e) if Storage::is_transient(&e) => {
-                if started.elapsed().as_secs_f64() > opts.db_wait_s {
-                    return Err(EvolveError::Config(format!(
-                        "the store {} was unreachable for {:.0} s, giving up: {e}",
-                        opts.storage, opts.db_wait_s
-                    )));
-                }
-                tracing::warn!("store unreachable, retrying in {delay:.1} s: {e}");
-                std::thread::sleep(Duration::from_secs_f64(delay));
-                delay = (delay * 2.0).min(5.0);
-                if let Ok(fresh) = opts.storage.attach() {
-                    *store = fresh;
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// The run's configuration, as the coordinator saved it.
-fn run_config(store: &dyn Store) -> Result<SearchConfig, EvolveError> {
-    let json = store.meta("config_json")?.ok_or_else(|| {
-        EvolveError::Config("the run has no configuration yet (start it with `evolve`)".into())
-    })?;
+/// The run's configuration, as the coordinator saved it (none yet: the
+/// coordinator is starting).
+fn run_config(store: &dyn Store) -> Result<Option<SearchConfig>, EvolveError> {
+    let Some(json) = store.meta("config_json")? else {
+        return Ok(None);
+    };
     serde_json::from_str(&json)
+        .map(Some)
         .map_err(|e| EvolveError::Config(format!("the run's configuration does not decode: {e}")))
 }
 
@@ -178,9 +149,38 @@ fn load_run_task(cfg: &SearchConfig, opts: &WorkerOptions) -> Result<Task, Evolv
     Ok(Task::new(split))
 }
 
+/// Connects to the run and reads its configuration, waiting up to `db_wait_s`
+/// for an unreachable server or for a run the coordinator has not made yet.
+fn open_run(opts: &WorkerOptions) -> Result<(Patient, SearchConfig), EvolveError> {
+    let started = Instant::now();
+    loop {
+        let waited = started.elapsed().as_secs_f64();
+        let left = (opts.db_wait_s - waited).max(0.0);
+        let why = match Patient::attach(opts.storage.clone(), left) {
+            Ok(mut store) => match run_config(&store)? {
+                Some(cfg) => {
+                    store.set_wait(opts.db_wait_s);
+                    return Ok((store, cfg));
+                }
+                None => EvolveError::Config(format!(
+                    "the run in {} has no configuration yet (start it with `nas-core evolve`)",
+                    opts.storage
+                )),
+            },
+            Err(e @ StoreError::Missing { .. }) => e.into(),
+            Err(e) => return Err(e.into()),
+        };
+        if waited > opts.db_wait_s {
+            return Err(why);
+        }
+        tracing::info!("waiting for the run: {why}");
+        std::thread::sleep(Duration::from_secs_f64(opts.poll_s.max(0.5)));
+    }
+}
+
 /// Trains one claimed trial and reports it; `Ok(false)` when fenced.
 fn train_claim(
-    store: &mut Box<dyn Store>,
+    store: &mut Patient,
     opts: &WorkerOptions,
     worker: &str,
     cfg: &SearchConfig,
@@ -220,7 +220,7 @@ fn train_claim(
             }
         },
     };
-    let accepted = patiently(store, opts, |s| s.complete(id, claim.attempt, &result))?;
+    let accepted = store.complete(id, claim.attempt, &result)?;
     if !accepted {
         tracing::warn!(
             trial = id,
@@ -236,23 +236,7 @@ fn train_claim(
 pub fn run_worker(opts: &WorkerOptions) -> Result<WorkerSummary, EvolveError> {
     let worker = worker_name(opts);
     let parent = std::os::unix::process::parent_id();
-    let mut store = {
-        let started = Instant::now();
-        loop {
-            match opts.storage.attach() {
-                Ok(s) => break s,
-                Err(e)
-                    if Storage::is_transient(&e)
-                        && started.elapsed().as_secs_f64() < opts.db_wait_s =>
-                {
-                    tracing::warn!("store unreachable, waiting: {e}");
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    };
-    let cfg = run_config(store.as_ref())?;
+    let (mut store, cfg) = open_run(opts)?;
     let task = load_run_task(&cfg, opts)?;
     tracing::info!(%worker, storage = %opts.storage, "worker starts");
     let mut summary = WorkerSummary::default();
@@ -262,10 +246,8 @@ pub fn run_worker(opts: &WorkerOptions) -> Result<WorkerSummary, EvolveError> {
             summary.stopped = "the process that started it is gone".into();
             return Ok(summary);
         }
-        patiently(&mut store, opts, |s| {
-            s.worker_seen(&worker, 1, opts.lease_s)
-        })?;
-        match patiently(&mut store, opts, |s| s.claim(&worker, opts.lease_s))? {
+        store.worker_seen(&worker, 1, opts.lease_s)?;
+        match store.claim(&worker, opts.lease_s)? {
             Some(claim) => {
                 tracing::info!(trial = claim.trial.id, attempt = claim.attempt, "claimed");
                 if train_claim(&mut store, opts, &worker, &cfg, &task, &claim)? {
@@ -276,7 +258,7 @@ pub fn run_worker(opts: &WorkerOptions) -> Result<WorkerSummary, EvolveError> {
                 idle_since = Instant::now();
             }
             None => {
-                let state = patiently(&mut store, opts, |s| s.meta(STATE_KEY))?;
+                let state = store.meta(STATE_KEY)?;
                 if state.as_deref() == Some("finished") {
                     summary.stopped = "the run is finished".into();
                     return Ok(summary);

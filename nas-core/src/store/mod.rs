@@ -8,9 +8,11 @@
 //! alive by [heartbeats](Store::heartbeat), and every worker write carries the
 //! claim's attempt number, so a worker whose lease expired changes nothing.
 
+pub mod patient;
 pub mod postgres;
 pub mod sqlite;
 
+pub use patient::Patient;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -77,6 +79,16 @@ pub enum StoreError {
         /// The client's error.
         #[source]
         source: ::postgres::Error,
+    },
+    /// The server stayed unreachable for as long as the caller waits.
+    #[error("the store {store} was unreachable for {wait_s:.0} s, giving up: {last}")]
+    Unreachable {
+        /// The store (password hidden).
+        store: String,
+        /// How long it was waited for.
+        wait_s: f64,
+        /// The last error.
+        last: String,
     },
     /// A filesystem failure around the database.
     #[error("`{}`: {source}", path.display())]
@@ -472,10 +484,14 @@ impl Storage {
                 source.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
             ),
-            // Connection refused or closed, a server shutting down or starting.
+            // A server shutting down or starting (SQLSTATE 08…, 57P…), or a
+            // refused or cut connection (an I/O error underneath).
             StoreError::Postgres { source, .. } => {
+                let io = std::error::Error::source(source)
+                    .is_some_and(|e| e.downcast_ref::<std::io::Error>().is_some());
                 source.is_closed()
-                    || source.as_db_error().is_none_or(|db| {
+                    || io
+                    || source.as_db_error().is_some_and(|db| {
                         let code = db.code().code();
                         code.starts_with("08") || code.starts_with("57P")
                     })

@@ -31,7 +31,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
 const MIGRATION_LOCK: i64 = 0x6e61_732d_6d69_6772;
 
 /// The database clock in seconds since the Unix epoch.
-const NOW: &str = "extract(epoch FROM clock_timestamp())";
+const NOW: &str = "extract(epoch FROM clock_timestamp())::float8";
 
 /// A URL with its password replaced, for messages.
 pub fn redact(url: &str) -> String {
@@ -580,7 +580,7 @@ impl Store for PgStore {
             .query_opt(
                 &format!(
                     "UPDATE trials SET status = 'running', runs = runs + 1, worker = $2,
-                            lease_until = {NOW} + $3, started_at = {NOW}
+                            lease_until = {NOW} + $3::float8, started_at = {NOW}
                      WHERE id = (SELECT id FROM trials WHERE run = $1 AND status = 'pending'
                                  ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
                      RETURNING *"
@@ -605,7 +605,7 @@ impl Store for PgStore {
             .db()
             .execute(
                 &format!(
-                    "UPDATE trials SET lease_until = {NOW} + $3
+                    "UPDATE trials SET lease_until = {NOW} + $3::float8
                      WHERE id = $1 AND runs = $2 AND status = 'running'"
                 ),
                 &[&id, &i64::from(attempt), &lease_s],
@@ -634,7 +634,7 @@ impl Store for PgStore {
         self.db()
             .execute(
                 &format!(
-                    "INSERT INTO workers(run, name, slots, seen_until) VALUES ($1, $2, $3, {NOW} + $4)
+                    "INSERT INTO workers(run, name, slots, seen_until) VALUES ($1, $2, $3, {NOW} + $4::float8)
                      ON CONFLICT (run, name) DO UPDATE SET slots = excluded.slots,
                                                            seen_until = excluded.seen_until"
                 ),
