@@ -1,0 +1,163 @@
+//! Searches served by worker processes through a real PostgreSQL server
+//! (`NAS_PG_URL`; `scripts/postgres.sh start` prints one): several workers on one
+//! run, a worker killed mid-trial, a worker paused past its lease, a trial that
+//! kills every worker that takes it. Without `NAS_PG_URL` each test prints a
+//! loud SKIPPED line, unless `NAS_REQUIRE_PG` is set (as `.ci/run` sets it).
+//!
+//! The tests run one at a time (a lock): they time leases, and two searches
+//! with their workers at once on 2 cores would starve the heartbeats.
+
+mod pg;
+
+use nas_core::store::TrialStatus;
+use pg::{Run, Worker, pg_url, serial};
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[test]
+fn three_workers_serve_one_run_and_every_trial_ends_once() {
+    let Some(url) = pg_url("the three-worker search") else {
+        return;
+    };
+    let _one = serial();
+    let run = Run::new(&url, "three");
+    let workers: Vec<Worker> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Worker::start(&url, &run.name, n, 10.0))
+        .collect();
+    let coord = run.coordinate(24, false);
+    let out = coord.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let trials = run.trials();
+    assert_eq!(trials.len(), 25, "the seed and 24 proposals");
+    let steps: HashSet<i64> = trials.iter().map(|t| t.step).collect();
+    assert_eq!(steps.len(), 25, "each step recorded once");
+    let trained: Vec<_> = trials
+        .iter()
+        .filter(|t| t.status != TrialStatus::Invalid)
+        .collect();
+    for t in &trained {
+        assert_eq!(t.status, TrialStatus::Done, "{t:?}");
+        assert_eq!(t.runs, 1, "trained once: {t:?}");
+    }
+    let by: HashSet<&str> = trained.iter().filter_map(|t| t.worker_name()).collect();
+    assert_eq!(by.len(), 3, "each worker trained some: {by:?}");
+    for w in workers {
+        let (ok, log) = w.finish(Duration::from_secs(30));
+        assert!(ok, "a worker exits 0 once the run is finished:\n{log}");
+        assert!(log.contains("the run is finished"), "{log}");
+    }
+}
+
+#[test]
+fn a_killed_workers_trial_is_trained_again_by_another() {
+    let Some(url) = pg_url("the killed-worker search") else {
+        return;
+    };
+    let _one = serial();
+    let run = Run::new(&url, "killed");
+    let mut victim = Worker::start(&url, &run.name, "victim", 2.0);
+    let coord = run.coordinate(3, true);
+    let id = run.wait_running_by("victim", Duration::from_secs(60));
+    victim.kill();
+    let other = Worker::start(&url, &run.name, "other", 2.0);
+    let out = coord.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let trials = run.trials();
+    let t = trials.iter().find(|t| t.id == id).unwrap();
+    assert_eq!(t.status, TrialStatus::Done, "{t:?}");
+    assert_eq!(t.runs, 2, "the killed attempt and one more: {t:?}");
+    assert_eq!(t.worker_name(), Some("other"), "{t:?}");
+    for t in trials.iter().filter(|t| t.id != id) {
+        assert!(t.status.is_final(), "{t:?}");
+        assert!(t.runs <= 1, "{t:?}");
+    }
+    let (ok, log) = other.finish(Duration::from_secs(30));
+    assert!(ok, "{log}");
+}
+
+#[test]
+fn a_paused_worker_past_its_lease_cannot_write_its_result() {
+    let Some(url) = pg_url("the paused-worker search") else {
+        return;
+    };
+    let _one = serial();
+    let run = Run::new(&url, "paused");
+    let sleeper = Worker::start(&url, &run.name, "sleeper", 2.0);
+    let coord = run.coordinate(2, true);
+    let id = run.wait_running_by("sleeper", Duration::from_secs(60));
+    sleeper.signal("STOP");
+    let other = Worker::start(&url, &run.name, "other", 2.0);
+    // The lease passes to the other worker while the sleeper is stopped.
+    run.wait_until(
+        Duration::from_secs(60),
+        "the trial to pass to `other`",
+        |ts| {
+            ts.iter()
+                .any(|t| t.id == id && t.runs == 2 && t.worker_name() == Some("other"))
+        },
+    );
+    sleeper.signal("CONT");
+    let out = coord.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, log) = sleeper.finish(Duration::from_secs(60));
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("1 dropped after losing the lease"),
+        "the sleeper's late result was refused:\n{log}"
+    );
+    let t = run.trials().into_iter().find(|t| t.id == id).unwrap();
+    assert_eq!(
+        (t.status, t.runs, t.worker_name()),
+        (TrialStatus::Done, 2, Some("other"))
+    );
+    let (ok, log) = other.finish(Duration::from_secs(30));
+    assert!(ok, "{log}");
+}
+
+#[test]
+fn a_trial_that_kills_every_worker_ends_failed_and_the_search_goes_on() {
+    let Some(url) = pg_url("the crash-loop search") else {
+        return;
+    };
+    let _one = serial();
+    let run = Run::new(&url, "doomed");
+    let mut worker = Worker::start(&url, &run.name, "w0", 1.5);
+    let coord = run.coordinate(2, true);
+    // The first trial (the seed) kills whoever trains it: three times.
+    let doomed = run.wait_running_by("w0", Duration::from_secs(60));
+    for k in 1..=3 {
+        run.wait_until(Duration::from_secs(60), "the doomed trial to run", |ts| {
+            ts.iter()
+                .any(|t| t.id == doomed && t.status == TrialStatus::Running && t.runs == k)
+        });
+        worker.kill();
+        worker = Worker::start(&url, &run.name, &format!("w{k}"), 1.5);
+    }
+    let out = coord.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let trials = run.trials();
+    let t = trials.iter().find(|t| t.id == doomed).unwrap();
+    assert_eq!((t.status, t.runs), (TrialStatus::Failed, 3), "{t:?}");
+    assert!(
+        t.error
+            .as_deref()
+            .is_some_and(|e| e.contains("died or lost its lease 3 time")),
+        "{t:?}"
+    );
+    let others: Vec<_> = trials.iter().filter(|t| t.id != doomed).collect();
+    assert_eq!(others.len(), 2);
+    assert!(
+        others.iter().all(|t| t.status == TrialStatus::Done),
+        "{others:?}"
+    );
+    let (ok, log) = worker.finish(Duration::from_secs(30));
+    assert!(ok, "{log}");
+}
