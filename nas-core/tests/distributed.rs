@@ -41,6 +41,33 @@ fn three_workers_serve_one_run_and_every_trial_ends_once() {
         assert_eq!(t.status, TrialStatus::Done, "{t:?}");
         assert_eq!(t.runs, 1, "trained once: {t:?}");
     }
+    for t in &trained {
+        let epochs = t.telemetry.as_array().map_or(0, Vec::len);
+        assert_eq!(epochs, 1, "one epoch of telemetry: {t:?}");
+        assert!(t.accuracy.is_some(), "{t:?}");
+    }
+    // The leaderboard is what the store holds.
+    let report = std::process::Command::new(pg::BIN)
+        .arg("report")
+        .arg(run.dir.path().join(&run.name))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(report.status.success());
+    let board: Vec<serde_json::Value> = serde_json::from_slice(&report.stdout).unwrap();
+    assert!(!board.is_empty());
+    for e in &board {
+        let t = trained
+            .iter()
+            .find(|t| Some(t.id) == e["trial"].as_i64())
+            .unwrap();
+        assert_eq!(e["accuracy"].as_f64(), t.accuracy, "{e}");
+    }
+    let top = trained
+        .iter()
+        .filter_map(|t| t.accuracy)
+        .fold(0.0, f64::max);
+    assert_eq!(board[0]["accuracy"].as_f64(), Some(top));
     let by: HashSet<&str> = trained.iter().filter_map(|t| t.worker_name()).collect();
     assert_eq!(by.len(), 3, "each worker trained some: {by:?}");
     for w in workers {
@@ -160,4 +187,58 @@ fn a_trial_that_kills_every_worker_ends_failed_and_the_search_goes_on() {
     );
     let (ok, log) = worker.finish(Duration::from_secs(30));
     assert!(ok, "{log}");
+}
+
+#[test]
+fn a_killed_coordinator_resumes_while_its_workers_keep_training() {
+    let Some(url) = pg_url("the killed-coordinator search") else {
+        return;
+    };
+    let _one = serial();
+    let run = Run::new(&url, "coordinator");
+    let workers = [
+        Worker::start(&url, &run.name, "a", 5.0),
+        Worker::start(&url, &run.name, "b", 5.0),
+    ];
+    let mut coord = run.coordinate(5, true);
+    run.wait_until(
+        Duration::from_secs(60),
+        "a finished and a running trial",
+        |ts| {
+            ts.iter().any(|t| t.status == TrialStatus::Done)
+                && ts.iter().any(|t| t.status == TrialStatus::Running)
+        },
+    );
+    coord.kill().unwrap(); // SIGKILL
+    coord.wait().unwrap();
+    let before = run.trials();
+    // The workers go on with what was queued.
+    run.wait_until(
+        Duration::from_secs(60),
+        "the queued trials to be trained",
+        |ts| ts.iter().all(|t| t.status.is_final()),
+    );
+    let out = std::process::Command::new(pg::BIN)
+        .arg("evolve")
+        .arg("--resume")
+        .arg(run.dir.path().join(&run.name))
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let after = run.trials();
+    assert_eq!(after.len(), 6, "the seed and 5 proposals: {after:#?}");
+    for t in &after {
+        assert!(t.status.is_final(), "{t:?}");
+        assert!(t.runs <= 1, "nothing trained twice: {t:?}");
+    }
+    for t in before.iter().filter(|t| t.status.is_final()) {
+        let now = after.iter().find(|a| a.id == t.id).unwrap();
+        assert_eq!((now.status, now.runs), (t.status, t.runs));
+    }
+    for w in workers {
+        let (ok, log) = w.finish(Duration::from_secs(30));
+        assert!(ok, "{log}");
+    }
 }

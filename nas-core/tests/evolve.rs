@@ -209,6 +209,9 @@ fn a_run_killed_during_a_trial_resumes_without_repeating_finished_trials() {
             runs,
             "--name",
             "killed",
+            // In-process training: the trial in flight dies with the process.
+            "--jobs",
+            "1",
             "--trials",
             "3",
             "--proposer",

@@ -201,7 +201,7 @@ pub struct SearchArgs {
     /// own on its share of the CPU threads; the search is asynchronous (a freed
     /// worker gets the next proposal, made from the results finished so far);
     /// 0: one per core. 1 trains in this process and reproduces a run exactly
-    /// for a fixed seed [default: 1].
+    /// for a fixed seed [default: 0].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
     pub jobs: Option<usize>,
 

@@ -342,8 +342,9 @@ pub struct SearchConfig {
     pub structural: bool,
     /// Seeds the proposer and the parent selection.
     pub seed: u64,
-    /// Trials trained at once, each on its share of the CPU threads (0: one
-    /// per core, or one for a GPU backend).
+    /// Trials trained at once, each in a worker process on its share of the CPU
+    /// threads (0, the default: one per core, or one for a GPU backend; 1: in
+    /// the coordinator's process, reproducible for a fixed seed).
     pub jobs: usize,
     /// A shared PostgreSQL store (`postgres://…`) instead of the run
     /// directory's SQLite file.
@@ -376,7 +377,7 @@ impl Default for SearchConfig {
             widths: "step:8..=64".into(),
             structural: false,
             seed: 0,
-            jobs: 1,
+            jobs: 0,
             storage: None,
             train: TrainSettings::default(),
             llm: LlmSettings::default(),

@@ -789,6 +789,13 @@ impl Evolve {
             .filter(|t| t.trial.stage == Stage::Search && t.status() == TrialStatus::Pending)
             .map(|t| t.id)
             .collect();
+        // Trials workers still hold under a live lease (the coordinator was
+        // killed while they trained) are waited for (or reaped).
+        let mut queued: Vec<TrialId> = trials
+            .iter()
+            .filter(|t| t.trial.stage == Stage::Search && t.status() == TrialStatus::Running)
+            .map(|t| t.id)
+            .collect();
         // An LLM is asked for the next proposal while a trial trains; the
         // instant baselines propose when the previous trial has ended.
         let ahead_ok =
@@ -798,7 +805,7 @@ impl Evolve {
         // More than one job, or a shared store: worker processes claim the
         // queued trials from the store (two trainings in one process do not
         // overlap in `flex`), here and on any machine that reaches the store.
-        let mut workers = if jobs > 1 || shared {
+        let mut workers = if jobs > 1 || shared || !queued.is_empty() {
             let local = if self.coordinate_only { 0 } else { jobs };
             let threads = (super::cores() / jobs).max(1);
             let exe = self.worker_exe()?;
@@ -821,8 +828,6 @@ impl Evolve {
         self.store.set_meta(STATE_KEY, "running")?;
         let mut step = steps;
         let mut ahead: Option<(u64, Option<String>, Ahead<AnyProposer>)> = None;
-        // Trials handed to the workers and not yet seen final.
-        let mut queued: Vec<TrialId> = Vec::new();
         let mut stop = None;
         loop {
             // A proposal is asked for while a job slot is free (and, for an LLM,

@@ -49,6 +49,9 @@ pub struct Row {
     pub runs: i64,
     pub worker: Option<String>,
     pub error: Option<String>,
+    pub accuracy: Option<f64>,
+    /// The per-epoch telemetry, decoded.
+    pub telemetry: serde_json::Value,
 }
 
 impl Row {
@@ -124,7 +127,8 @@ impl Run {
     pub fn trials(&self) -> Vec<Row> {
         let mut c = postgres::Client::connect(&self.url, postgres::NoTls).unwrap();
         c.query(
-            "SELECT id, step, status, runs, worker, error FROM trials WHERE run = $1 ORDER BY id",
+            "SELECT id, step, status, runs, worker, error, accuracy, telemetry FROM trials
+             WHERE run = $1 ORDER BY id",
             &[&self.name],
         )
         .unwrap()
@@ -136,6 +140,8 @@ impl Run {
             runs: r.get(3),
             worker: r.get(4),
             error: r.get(5),
+            accuracy: r.get(6),
+            telemetry: serde_json::from_str(r.get(7)).unwrap(),
         })
         .collect()
     }
