@@ -20,6 +20,7 @@ pub struct CorpusRun {
     dir: PathBuf,
     store: SqliteStore,
     task: Task,
+    jobs: usize,
 }
 
 /// What a run holds.
@@ -124,7 +125,18 @@ impl CorpusRun {
             dir: dir.to_path_buf(),
             store,
             task,
+            jobs: 1,
         })
+    }
+
+    /// Trains `jobs` at once, in worker processes each on its share of the
+    /// cores (0: one per core, or one on a GPU backend; 1, the default: in this
+    /// process, one at a time).
+    pub fn with_jobs(mut self, jobs: usize) -> CorpusRun {
+        let mut cfg = self.cfg.clone();
+        cfg.jobs = jobs;
+        self.jobs = cfg.jobs(&self.resolved).max(1);
+        self
     }
 
     /// The run directory.
@@ -149,24 +161,17 @@ impl CorpusRun {
     pub fn run(&mut self, obs: &mut dyn CheckObserver) -> Result<Progress, EvolveError> {
         let trials = self.store.trials()?;
         let total = trials.len();
-        let mut done = trials.iter().filter(|t| t.status().is_final()).count();
+        let done = trials.iter().filter(|t| t.status().is_final()).count();
         SearchObserver::search_started(obs, total as u64, done as u64);
-        for t in trials.iter().filter(|t| !t.status().is_final()) {
-            let tc = self
-                .cfg
-                .train_config(&self.resolved, t.trial.epochs as usize);
-            let (_, line) = evolve::train_stored(
-                &mut self.store,
-                t.id,
-                self.resolved.backend,
-                &self.task,
-                &tc,
-                &mut *obs,
-            )?;
-            done += 1;
-            let line = format!("{done}/{total}: {line}");
-            obs.training_done(done, total, &line);
-        }
+        let ids: Vec<_> = trials.iter().map(|t| t.id).collect();
+        let batch = evolve::Batch {
+            cfg: &self.cfg,
+            resolved: &self.resolved,
+            task: &self.task,
+            seeds: Default::default(),
+            jobs: self.jobs,
+        };
+        evolve::train_batch(&mut self.store, &ids, &batch, done, total, obs)?;
         self.progress()
     }
 }

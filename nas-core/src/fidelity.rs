@@ -333,6 +333,7 @@ pub struct Check {
     task: Task,
     seed: CheckedNet,
     plan: Vec<Planned>,
+    jobs: usize,
 }
 
 /// One line of progress per finished training.
@@ -449,6 +450,7 @@ impl Check {
             task,
             seed,
             plan,
+            jobs: 1,
         })
     }
 
@@ -486,7 +488,18 @@ impl Check {
             task,
             seed,
             plan,
+            jobs: 1,
         })
+    }
+
+    /// Trains `jobs` at once, in worker processes each on its share of the
+    /// cores (0: one per core, or one on a GPU backend; 1, the default: in this
+    /// process, one at a time).
+    pub fn with_jobs(mut self, jobs: usize) -> Check {
+        let mut cfg = self.cfg.clone();
+        cfg.jobs = jobs;
+        self.jobs = cfg.jobs(&self.resolved).max(1);
+        self
     }
 
     /// The run directory.
@@ -512,39 +525,17 @@ impl Check {
     /// Trains what is left, then writes `fidelity.json` and `fidelity.html`.
     pub fn run(&mut self, obs: &mut dyn CheckObserver) -> Result<Analysis, EvolveError> {
         let total = self.plan.len();
-        let mut done = self.progress()?.0;
+        let done = self.progress()?.0;
         obs.search_started(total as u64, done as u64);
-        for p in self.plan.clone() {
-            let rec = self
-                .store
-                .trials()?
-                .into_iter()
-                .find(|t| t.id == p.trial)
-                .ok_or_else(|| {
-                    EvolveError::Store(StoreError::Trial {
-                        id: p.trial,
-                        reason: "planned but not in the store".into(),
-                    })
-                })?;
-            if rec.status().is_final() {
-                continue;
-            }
-            let mut tc = self
-                .cfg
-                .train_config(&self.resolved, rec.trial.epochs as usize);
-            tc.seed = p.seed;
-            let (_, line) = evolve::train_stored(
-                &mut self.store,
-                p.trial,
-                self.resolved.backend,
-                &self.task,
-                &tc,
-                &mut *obs,
-            )?;
-            done += 1;
-            let line = format!("{done}/{total}: {line}");
-            obs.training_done(done, total, &line);
-        }
+        let ids: Vec<_> = self.plan.iter().map(|p| p.trial).collect();
+        let batch = evolve::Batch {
+            cfg: &self.cfg,
+            resolved: &self.resolved,
+            task: &self.task,
+            seeds: self.plan.iter().map(|p| (p.trial, p.seed)).collect(),
+            jobs: self.jobs,
+        };
+        evolve::train_batch(&mut self.store, &ids, &batch, done, total, obs)?;
         let analysis = self.analysis()?;
         write(&self.dir, &analysis)?;
         Ok(analysis)

@@ -7,6 +7,8 @@
 //! The tests run one at a time (a lock): they time leases, and two searches
 //! with their workers at once on 2 cores would starve the heartbeats.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
 mod pg;
 
 use nas_core::store::TrialStatus;

@@ -4,6 +4,8 @@
 //! one `NAS_PG_URL` names), so it lives in a test binary of its own; without that
 //! server it prints a loud SKIPPED line, unless `NAS_REQUIRE_PG` is set.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
 mod pg;
 
 use nas_core::store::TrialStatus;

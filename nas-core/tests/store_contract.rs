@@ -10,6 +10,8 @@
 //! `MAX_ATTEMPTS`, recovery never touches a live lease, and the schema step is
 //! idempotent.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
 use nas_core::store::{
     MAX_ATTEMPTS, NewTrial, PgStore, SqliteStore, Stage, Store, TrialResult, TrialStatus, postgres,
 };

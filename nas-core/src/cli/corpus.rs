@@ -98,6 +98,11 @@ pub struct TrainArgs {
     /// the networks are the corpus's).
     #[command(flatten)]
     pub task: super::evolve::TaskArgs,
+
+    /// Trainings at once, each in a worker process on its share of the cores
+    /// (0: one per core; 1: in this process, one at a time) [default: 0].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub jobs: usize,
 }
 
 /// Runs `corpus train`.
@@ -116,7 +121,8 @@ fn run_train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let n = usize::try_from(args.n).unwrap_or(usize::MAX);
-    let mut run = crate::corpus_train::CorpusRun::open(&args.out, cfg, &args.corpus, n)?;
+    let mut run =
+        crate::corpus_train::CorpusRun::open(&args.out, cfg, &args.corpus, n)?.with_jobs(args.jobs);
     let before = run.progress()?;
     eprintln!(
         "corpus training in {}: {} members ({} already finished)",

@@ -387,6 +387,12 @@ pub struct Args {
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
 
+    /// GPUs for the local workers (`cuda:0,cuda:1`, with `--backend cuda`): each
+    /// worker process sees one, in turn, so `--jobs 4 --devices cuda:0,cuda:1`
+    /// runs two jobs per GPU [default: --jobs is the number of devices].
+    #[arg(long, value_name = "LIST")]
+    pub devices: Option<String>,
+
     /// Train nothing on this machine: only propose, and wait for workers
     /// (`nas-core worker`) to train the queued trials (with `--storage`).
     #[arg(long)]
@@ -606,6 +612,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(dir) => Evolve::resume(dir, |c| args.search.adjust(c))?,
         None => Evolve::create(args.search.config()?)?,
     };
+    if let Some(devices) = &args.devices {
+        let devices = crate::evolve::parse_devices(devices).map_err(anyhow::Error::msg)?;
+        evolve = evolve.with_devices(devices)?;
+    }
     if args.coordinate_only {
         anyhow::ensure!(
             evolve.storage().is_shared(),

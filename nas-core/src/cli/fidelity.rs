@@ -59,6 +59,11 @@ pub struct Args {
     /// Print the figures as JSON on standard output.
     #[arg(long)]
     pub json: bool,
+
+    /// Trainings at once, each in a worker process on its share of the cores
+    /// (0: one per core; 1: in this process, one at a time) [default: 0].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub jobs: usize,
 }
 
 impl Args {
@@ -83,7 +88,7 @@ impl Args {
 
 /// Runs `nas-core fidelity`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut check = match &args.resume {
+    let check = match &args.resume {
         Some(dir) => {
             let given = args.task.given();
             if !given.is_empty() {
@@ -103,6 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             },
         )?,
     };
+    let mut check = check.with_jobs(args.jobs);
     let dir = check.dir().to_path_buf();
     let (done, total) = check.progress()?;
     eprintln!(

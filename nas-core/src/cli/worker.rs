@@ -27,9 +27,15 @@ pub struct Args {
     pub run: Option<String>,
 
     /// Worker processes to start here, each training one trial at a time on its
-    /// share of the cores [default: 1].
-    #[arg(long, default_value_t = 1)]
-    pub jobs: usize,
+    /// share of the cores (or its GPU) [default: 1, or one per device].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+
+    /// GPUs for the worker processes (`cuda:0,cuda:1`; runs with `--backend
+    /// cuda`): each process sees one, in turn, so several jobs may share a GPU
+    /// [default: --jobs is the number of devices].
+    #[arg(long, value_name = "LIST")]
+    pub devices: Option<String>,
 
     /// Compute threads of each worker process [default: the cores / --jobs].
     #[arg(long)]
@@ -70,7 +76,12 @@ pub struct Args {
 
 /// Runs `nas-core worker`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.jobs >= 1, "`--jobs` must be at least 1");
+    let devices = match &args.devices {
+        Some(d) => crate::evolve::parse_devices(d).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    let jobs = args.jobs.unwrap_or(devices.len().max(1));
+    anyhow::ensure!(jobs >= 1, "`--jobs` must be at least 1");
     anyhow::ensure!(
         args.lease.is_finite() && args.lease > 0.0 && args.poll.is_finite() && args.poll > 0.0,
         "`--lease` and `--poll` must be positive"
@@ -86,15 +97,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let threads = args
         .threads
-        .unwrap_or_else(|| (crate::evolve::cores() / args.jobs).max(1));
-    if args.jobs > 1 {
+        .unwrap_or_else(|| (crate::evolve::cores() / jobs).max(1));
+    if jobs > 1 || !devices.is_empty() {
         // One process per job: trainings in one process do not overlap.
         let exe = std::env::current_exe().context("cannot find this executable")?;
-        let mut pool = LocalWorkers::spawn(&exe, &storage, args.jobs, threads, args.lease)?;
-        eprintln!("{} worker processes on {storage}", args.jobs);
-        while pool.check().is_ok_and(|n| n > 0) {
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
+        let pool = LocalWorkers::spawn(&exe, &storage, jobs, threads, args.lease, &devices)?;
+        eprintln!("{jobs} worker processes on {storage}");
+        let failed = pool.wait();
+        anyhow::ensure!(
+            failed.is_empty(),
+            "worker process(es) ended badly: {}",
+            failed.join(", ")
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {

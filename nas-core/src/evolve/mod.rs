@@ -13,11 +13,13 @@
 //! (claiming, training and reporting queued trials). The coordinator and the
 //! workers share nothing but the store.
 
+mod batch;
 mod config;
 mod proposers;
 mod search;
 mod worker;
 
+pub use batch::{Batch, result_line, train_batch};
 pub use config::*;
 pub use proposers::*;
 pub use search::*;

@@ -273,6 +273,8 @@ pub struct Evolve {
     worker_exe: Option<PathBuf>,
     /// Train nothing here: workers elsewhere serve the shared store.
     coordinate_only: bool,
+    /// The GPUs local workers use, one each in turn.
+    devices: Vec<u32>,
     task: Task,
     seed: Arc<Arch>,
     seed_hash: String,
@@ -403,19 +405,7 @@ pub fn train_stored(
         return Err(EvolveError::Train(TrainError::Config(m)));
     }
     let rec = find(store)?;
-    let line = format!(
-        "{} → {}",
-        rec.trial.note.as_deref().unwrap_or(""),
-        match rec.accuracy {
-            Some(a) if rec.status() == TrialStatus::Done =>
-                format!("top-1 {:.2}% ({:.1} s)", 100.0 * a, result.train_s),
-            _ => format!(
-                "{} ({})",
-                rec.status(),
-                result.error.as_deref().unwrap_or("")
-            ),
-        }
-    );
+    let line = super::batch::result_line(&rec);
     Ok((rec, line))
 }
 
@@ -636,6 +626,7 @@ impl Evolve {
             storage,
             worker_exe: None,
             coordinate_only: false,
+            devices: Vec::new(),
             task,
             seed: seed_arch,
             seed_hash,
@@ -686,6 +677,21 @@ impl Evolve {
     /// Where the run's record is.
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// Spreads the local workers over these GPUs (`--backend cuda`); with
+    /// `jobs` 0, one job per device.
+    pub fn with_devices(mut self, devices: Vec<u32>) -> Result<Evolve, EvolveError> {
+        if self.resolved.backend != BackendKind::Cuda {
+            return Err(EvolveError::Config(
+                "`--devices` names GPUs: it needs `--backend cuda`".into(),
+            ));
+        }
+        if self.cfg.jobs == 0 {
+            self.jobs = devices.len().max(1);
+        }
+        self.devices = devices;
+        Ok(self)
     }
 
     /// Trains nothing on this machine: workers elsewhere serve the shared store.
@@ -805,7 +811,7 @@ impl Evolve {
         // More than one job, or a shared store: worker processes claim the
         // queued trials from the store (two trainings in one process do not
         // overlap in `flex`), here and on any machine that reaches the store.
-        let mut workers = if jobs > 1 || shared || !queued.is_empty() {
+        let mut workers = if jobs > 1 || shared || !queued.is_empty() || !self.devices.is_empty() {
             let local = if self.coordinate_only { 0 } else { jobs };
             let threads = (super::cores() / jobs).max(1);
             let exe = self.worker_exe()?;
@@ -820,6 +826,7 @@ impl Evolve {
                 local,
                 threads,
                 lease,
+                &self.devices,
             )?)
         } else {
             None
@@ -1468,13 +1475,13 @@ pub fn load_run(dir: &Path) -> Result<RunData, EvolveError> {
     Ok(run)
 }
 
+/// An opened run record: the store, where it is, and what recovery did.
+type Record = (Box<dyn Store>, Storage, Vec<Reaped>);
+
 /// Opens a run's record: the directory's SQLite file, or the shared store its
 /// saved configuration names. With `recover`, trials left running by a dead
 /// process (no live lease) are returned to the queue, and listed.
-fn open_record(
-    dir: &Path,
-    recover: bool,
-) -> Result<(Box<dyn Store>, Storage, Vec<Reaped>), EvolveError> {
+fn open_record(dir: &Path, recover: bool) -> Result<Record, EvolveError> {
     let config = dir.join(CONFIG_FILE);
     let shared = if dir.join(crate::store::sqlite::DB_FILE).exists() || !config.is_file() {
         None

@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 /// The run metadata key holding the run's state (`running`, `finished`).
 pub const STATE_KEY: &str = "state";
 
+/// The run metadata key of per-trial training seeds (a JSON object from trial
+/// id to seed), for planned trainings that vary the seed (`fidelity`).
+pub const TRIAL_SEEDS_KEY: &str = "trial_seeds";
+
 /// How a worker behaves.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
@@ -178,6 +182,19 @@ fn open_run(opts: &WorkerOptions) -> Result<(Patient, SearchConfig), EvolveError
     }
 }
 
+/// The training seed the run planned for trial `id`, if it planned one.
+fn trial_seed(store: &Patient, id: i64) -> Result<Option<u64>, EvolveError> {
+    let Some(json) = store.meta(TRIAL_SEEDS_KEY)? else {
+        return Ok(None);
+    };
+    let seeds: std::collections::BTreeMap<i64, u64> = serde_json::from_str(&json).map_err(|e| {
+        EvolveError::Config(format!(
+            "the run's `{TRIAL_SEEDS_KEY}` does not decode: {e}"
+        ))
+    })?;
+    Ok(seeds.get(&id).copied())
+}
+
 /// Trains one claimed trial and reports it; `Ok(false)` when fenced.
 fn train_claim(
     store: &mut Patient,
@@ -205,7 +222,10 @@ fn train_claim(
                 let lost = Arc::new(AtomicBool::new(false));
                 let (stop, beat) =
                     heartbeat(opts, worker.to_string(), (id, claim.attempt), lost.clone())?;
-                let tcfg = cfg.train_config(&r, claim.trial.trial.epochs as usize);
+                let mut tcfg = cfg.train_config(&r, claim.trial.trial.epochs as usize);
+                if let Some(seed) = trial_seed(store, id)? {
+                    tcfg.seed = seed;
+                }
                 let (result, _fatal) = train_to_result(r.backend, &net, task, &tcfg, &mut ());
                 drop(stop);
                 let _ = beat.join();
@@ -275,6 +295,23 @@ pub fn run_worker(opts: &WorkerOptions) -> Result<WorkerSummary, EvolveError> {
     }
 }
 
+/// GPUs for local workers (`--devices cuda:0,cuda:1`): worker `i` sees only
+/// device `i mod n` (`CUDA_VISIBLE_DEVICES`), so several jobs may share a GPU.
+pub fn parse_devices(text: &str) -> Result<Vec<u32>, String> {
+    text.split(',')
+        .map(str::trim)
+        .map(|d| {
+            d.strip_prefix("cuda:")
+                .and_then(|n| n.parse::<u32>().ok())
+                .ok_or_else(|| {
+                    format!(
+                        "`{d}` is not a device; expected `cuda:N`, e.g. `--devices cuda:0,cuda:1`"
+                    )
+                })
+        })
+        .collect()
+}
+
 /// Worker processes started on this machine, each on its share of the cores;
 /// stopped (killed) when dropped.
 pub struct LocalWorkers {
@@ -283,17 +320,25 @@ pub struct LocalWorkers {
 
 impl LocalWorkers {
     /// Starts `n` worker processes of `exe` (the `nas-core` binary) on `storage`,
-    /// each with `threads` compute threads; they exit with this process.
+    /// each with `threads` compute threads (and with `devices`, its GPU); they
+    /// exit with this process.
     pub fn spawn(
         exe: &std::path::Path,
         storage: &Storage,
         n: usize,
         threads: usize,
         lease_s: f64,
+        devices: &[u32],
     ) -> Result<LocalWorkers, EvolveError> {
         let mut children = Vec::new();
         for i in 0..n {
             let mut cmd = Command::new(exe);
+            if !devices.is_empty() {
+                cmd.env(
+                    "CUDA_VISIBLE_DEVICES",
+                    devices[i % devices.len()].to_string(),
+                );
+            }
             cmd.arg("worker").arg("--storage").arg(storage.arg());
             if let Some(run) = storage.run() {
                 cmd.arg("--run").arg(run);
@@ -343,6 +388,20 @@ impl LocalWorkers {
         Ok(alive)
     }
 
+    /// Waits for every worker to exit; how each that failed ended.
+    pub fn wait(mut self) -> Vec<String> {
+        let mut failed = Vec::new();
+        for c in &mut self.children {
+            match c.wait() {
+                Ok(s) if s.success() => {}
+                Ok(s) => failed.push(s.to_string()),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        self.children.clear();
+        failed
+    }
+
     /// Stops the workers.
     pub fn stop(&mut self) {
         for c in &mut self.children {
@@ -356,5 +415,20 @@ impl LocalWorkers {
 impl Drop for LocalWorkers {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_devices;
+
+    #[test]
+    fn devices_are_cuda_indices() {
+        assert_eq!(parse_devices("cuda:0"), Ok(vec![0]));
+        assert_eq!(parse_devices("cuda:0, cuda:1,cuda:0"), Ok(vec![0, 1, 0]));
+        for bad in ["", "gpu0", "cuda:", "cuda:-1", "cuda:0,,cuda:1"] {
+            let e = parse_devices(bad).unwrap_err();
+            assert!(e.contains("cuda:N"), "{bad}: {e}");
+        }
     }
 }

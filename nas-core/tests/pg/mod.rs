@@ -1,7 +1,7 @@
 //! Helpers of the PostgreSQL search tests: the server's URL (or a loud skip),
 //! a run with its coordinator, worker processes, and the trials as stored.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use nas_core::store::TrialStatus;
 use std::io::Read;
