@@ -244,3 +244,61 @@ fn a_killed_coordinator_resumes_while_its_workers_keep_training() {
         assert!(ok, "{log}");
     }
 }
+
+/// The Slurm recipe, run outside Slurm: array task 0 (the coordinator) and
+/// task 1 (a worker) as Slurm would start them.
+#[test]
+fn the_slurm_recipe_runs_a_search() {
+    let Some(url) = pg_url("the Slurm recipe") else {
+        return;
+    };
+    let _one = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/slurm/nas-search.sbatch");
+    let task = |id: &str| {
+        std::process::Command::new("bash")
+            .arg(&script)
+            .current_dir(tmp.path())
+            .env("NAS_DB", &url)
+            .env("NAS_CORE", pg::BIN)
+            .env("SLURM_ARRAY_JOB_ID", format!("{}", std::process::id()))
+            .env("SLURM_ARRAY_TASK_ID", id)
+            .env("SLURM_CPUS_PER_TASK", "1")
+            .env("NAS_TRIALS", "3")
+            .env("NAS_EPOCHS", "1")
+            .env(
+                "NAS_EVOLVE_ARGS",
+                "--proposer mutate --train-size 64 --test-size 32 --batch 32",
+            )
+            .env("CI", "true")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let worker = task("1");
+    let coord = task("0");
+    let out = coord.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = worker.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("the run is finished"), "{log}");
+    let run = format!("search-{}", std::process::id());
+    let dir = tmp.path().join("runs").join(&run);
+    assert!(dir.join("report.html").is_file());
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM trials WHERE run = $1 AND status = 'done' AND worker IS NOT NULL",
+            &[&run],
+        )
+        .unwrap()
+        .get(0);
+    assert!(n >= 3, "{n} trials trained by the worker");
+}

@@ -568,3 +568,65 @@ fn two_jobs_train_side_by_side_and_every_trial_ends_once() {
         .count();
     assert!(stderr.contains(&format!("{done} trained in")), "{stderr}");
 }
+
+/// `--jobs 2` with a worker process killed mid-trial: its lease expires, the
+/// other worker trains the trial, and every trial still ends once, with one
+/// result.
+#[test]
+fn a_killed_local_worker_loses_its_trial_to_the_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().to_str().unwrap();
+    let child = Command::new(BIN)
+        .args(["evolve", "--runs-dir", runs, "--name", "lost"])
+        .args([
+            "--proposer",
+            "mutate",
+            "--epochs",
+            "1",
+            "--train-size",
+            "1500",
+        ])
+        .args(["--test-size", "64", "--batch", "32", "--no-time-budget"])
+        .args(["--trials", "3", "--jobs", "2"])
+        .env("CI", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let db = tmp.path().join("lost").join("nas.db");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // The worker (host:pid) training the first trial that runs.
+    let (id, pid) = loop {
+        assert!(Instant::now() < deadline, "no worker trained in time");
+        let found = rusqlite::Connection::open(&db).ok().and_then(|c| {
+            c.query_row(
+                "SELECT id, worker FROM trials WHERE status = 'running' AND worker IS NOT NULL",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
+            .ok()
+        });
+        if let Some((id, worker)) = found {
+            let pid = worker.rsplit(':').next().unwrap().to_string();
+            break (id, pid);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let killed = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let trials = SqliteStore::inspect(&tmp.path().join("lost"))
+        .unwrap()
+        .trials()
+        .unwrap();
+    assert_eq!(trials.len(), 4, "the seed and 3 proposals");
+    for t in &trials {
+        assert!(t.status().is_final(), "{t:?}");
+        let expect = if t.id == id { 2 } else { 1 };
+        if t.status() != TrialStatus::Invalid {
+            assert_eq!(t.runs, expect, "trial {}: {t:?}", t.id);
+        }
+    }
+}

@@ -1248,32 +1248,43 @@ impl Evolve {
     /// claim. Whether it was handed over.
     fn admit(&mut self, id: TrialId, obs: &mut dyn SearchObserver) -> Result<bool, EvolveError> {
         let rec = self.trial(id)?;
-        let Some(net) = nas_dsl::check_str(&rec.trial.source)
+        if rec.status() != TrialStatus::Pending {
+            // A worker claimed it already (it is claimable once recorded).
+            obs.trial_started(&rec);
+            return Ok(true);
+        }
+        let settle_here = match nas_dsl::check_str(&rec.trial.source)
             .ok()
             .and_then(|n| n.into_iter().next())
-        else {
+        {
             // `begin` records why it is not trained.
-            self.begin(id, obs)?;
-            return Ok(false);
+            None => true,
+            Some(net) if check_seed_budget(&net, &self.cfg.budget()).is_err() => true,
+            Some(_) => {
+                let cfg = self
+                    .cfg
+                    .train_config(&self.resolved, rec.trial.epochs as usize);
+                let key = format!(
+                    "{}/{}/{}/{}",
+                    rec.trial.hash, cfg.epochs, cfg.seed, self.task.name
+                );
+                self.cache
+                    .as_ref()
+                    .is_some_and(|c| c.lock().is_ok_and(|m| m.contains_key(&key)))
+            }
         };
-        if check_seed_budget(&net, &self.cfg.budget()).is_err() {
-            self.begin(id, obs)?;
-            return Ok(false);
-        }
-        let cfg = self
-            .cfg
-            .train_config(&self.resolved, rec.trial.epochs as usize);
-        let key = format!(
-            "{}/{}/{}/{}",
-            rec.trial.hash, cfg.epochs, cfg.seed, self.task.name
-        );
-        let cached = self
-            .cache
-            .as_ref()
-            .is_some_and(|c| c.lock().is_ok_and(|m| m.contains_key(&key)));
-        if cached {
-            self.begin(id, obs)?;
-            return Ok(false);
+        if settle_here {
+            match self.begin(id, obs) {
+                Ok(_) => return Ok(false),
+                // A worker claimed it in the meantime: it checks the same
+                // things and records the outcome.
+                Err(EvolveError::Store(StoreError::Trial { .. }))
+                    if self.trial(id)?.status() != TrialStatus::Pending =>
+                {
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            }
         }
         obs.trial_started(&rec);
         tracing::info!(trial = id, step = rec.trial.step, "queued for the workers");
