@@ -10,6 +10,7 @@ use nas_core::data::PIXELS;
 use nas_core::data::cifar::{CIFAR10_TEST, CIFAR10_TRAIN};
 use nas_core::fidelity;
 use nas_core::store::{SqliteStore, Store, TrialStatus};
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -380,4 +381,32 @@ fn bad_flags_get_clear_errors() {
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(stderr.contains("is this a fidelity check"), "{stderr}");
+}
+
+/// Worker processes train the planned trainings with their planned seeds: two
+/// jobs give the scores one job gives, trial by trial.
+#[test]
+fn two_jobs_give_the_scores_of_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut scores = Vec::new();
+    for jobs in ["1", "2"] {
+        let name = format!("j{jobs}");
+        let out = check(tmp.path(), &name, &["--jobs", jobs]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        let trials = SqliteStore::inspect(&tmp.path().join(&name))
+            .unwrap()
+            .trials()
+            .unwrap();
+        assert!(trials.iter().all(|t| t.status().is_final() && t.runs == 1));
+        let s: Vec<(String, Option<f64>, Option<f64>)> = trials
+            .into_iter()
+            .map(|t| (t.trial.note.unwrap_or_default(), t.accuracy, t.test_loss))
+            .collect();
+        scores.push(s);
+    }
+    assert_eq!(scores[0], scores[1]);
+    // The repeats differ in their seed, so not every pair of repeats agrees.
+    let notes: HashSet<&str> = scores[0].iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(notes.len(), scores[0].len(), "each training planned once");
 }

@@ -12,9 +12,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
+mod pg;
+
 use nas_core::store::{
     MAX_ATTEMPTS, NewTrial, PgStore, SqliteStore, Stage, Store, TrialResult, TrialStatus, postgres,
 };
+use pg::pg_url;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -26,24 +29,6 @@ fn sqlite_pair(dir: &std::path::Path) -> Pair {
     let a = SqliteStore::create(dir).unwrap();
     let b = SqliteStore::attach(a.path()).unwrap();
     (Box::new(a), Box::new(b))
-}
-
-fn pg_url(what: &str) -> Option<String> {
-    match std::env::var("NAS_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("NAS_REQUIRE_PG").is_none(),
-                "NAS_REQUIRE_PG is set (as .ci/run sets it) but NAS_PG_URL is not: {what} must run"
-            );
-            eprintln!(
-                "\n*** SKIPPED: NAS_PG_URL is not set, so {what} did not run on PostgreSQL. ***\n\
-                 *** Start a server with `scripts/postgres.sh start` and set NAS_PG_URL     ***\n\
-                 *** to the URL it prints.                                                  ***\n"
-            );
-            None
-        }
-    }
 }
 
 static RUNS: AtomicUsize = AtomicUsize::new(0);
