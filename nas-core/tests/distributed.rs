@@ -302,3 +302,24 @@ fn the_slurm_recipe_runs_a_search() {
         .get(0);
     assert!(n >= 3, "{n} trials trained by the worker");
 }
+
+/// A worker whose database stays unreachable waits `--db-wait` seconds, then
+/// exits with an error that says so (no server needed: nothing listens on
+/// port 1).
+#[test]
+fn a_worker_gives_up_on_an_unreachable_database_with_a_clear_error() {
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(pg::BIN)
+        .args(["worker", "--storage", "postgres://nas@127.0.0.1:1/nas"])
+        .args(["--run", "r", "--db-wait", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("unreachable for 2 s"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -8,21 +8,25 @@
 //! killed run: the trial that was in flight is trained again, finished ones never.
 //!
 //! One home per concern: `config` (what a search is: settings, defaults,
-//! checks), `proposers` (starting the chosen proposer), `search` (the
-//! coordinator: the loop, its records and loading a run back) and `worker`
-//! (claiming, training and reporting queued trials). The coordinator and the
-//! workers share nothing but the store.
+//! checks), `proposers` (starting the chosen proposer), `coordinator` (the
+//! loop: propose, queue, account; its records and loading a run back),
+//! `worker` (claiming, training and reporting queued trials), `trial` (the
+//! seed, the budget check, training one network into a result) and `batch`
+//! (planned trainings for `fidelity` and `corpus train`). The coordinator and
+//! the workers share nothing but the store.
 
 mod batch;
 mod config;
+mod coordinator;
 mod proposers;
-mod search;
+mod trial;
 mod worker;
 
 pub use batch::{Batch, result_line, train_batch};
 pub use config::*;
+pub use coordinator::*;
 pub use proposers::*;
-pub use search::*;
+pub use trial::*;
 pub use worker::*;
 
 use crate::data;

@@ -211,13 +211,13 @@ fn train_claim(
         .and_then(|n| n.into_iter().next());
     let result = match net {
         None => {
-            super::search::failed_result("the stored source does not pass the checker".into(), 0.0)
+            super::trial::failed_result("the stored source does not pass the checker".into(), 0.0)
         }
         Some(net) => match check_seed_budget(&net, &cfg.budget())
             .map_err(|e| e.to_string())
             .and_then(|()| train::check_fit(&net, task).map_err(|e| e.to_string()))
         {
-            Err(e) => super::search::failed_result(format!("refused before training: {e}"), 0.0),
+            Err(e) => super::trial::failed_result(format!("refused before training: {e}"), 0.0),
             Ok(()) => {
                 let lost = Arc::new(AtomicBool::new(false));
                 let (stop, beat) =

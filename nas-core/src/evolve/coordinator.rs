@@ -1,4 +1,4 @@
-//! The search loop: a population (the top-k trained architectures by accuracy),
+//! The coordinator's search loop: a population (the top-k trained architectures by accuracy),
 //! parents chosen by tournament, one child per step from the proposer, trained at
 //! the trial fidelity and recorded in the run's [`Store`]; stopping at a number of
 //! proposals or a time budget; then an optional retraining of the top
@@ -7,14 +7,14 @@
 //! Every state change goes to the store first, so `evolve --resume` continues a
 //! killed run: the trial that was in flight is trained again, finished ones never.
 
+use super::trial::{check_seed_budget, failed_result, load_task, seed_network, train_to_result};
 use super::worker::{LocalWorkers, STATE_KEY};
 use super::{
-    AnyProposer, CONFIG_FILE, EvolveError, Resolved, SEED_FILE, SEED_SOURCE, SearchConfig, connect,
-    default_name, fill_task_sizes, task_sizes,
+    AnyProposer, CONFIG_FILE, EvolveError, Resolved, SEED_FILE, SearchConfig, connect,
+    default_name, fill_task_sizes,
 };
-use crate::data::{self};
 use crate::propose::ahead::Ahead;
-use crate::propose::{self, Budget, Context, Proposer, Telemetry};
+use crate::propose::{self, Context, Proposer, Telemetry};
 use crate::report::{self, Entry, RunData};
 use crate::store::{
     AttemptRecord, NewTrial, Patient, PgStore, Reaped, SqliteStore, Stage, Storage, Store,
@@ -29,66 +29,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-/// The seed network of a configuration: the file's (or the embedded) text, the
-/// chosen net, checked.
-pub fn seed_network(cfg: &SearchConfig) -> Result<CheckedNet, EvolveError> {
-    let (file, text) = match &cfg.seed_file {
-        Some(path) => (
-            path.display().to_string(),
-            std::fs::read_to_string(path).map_err(|source| EvolveError::Io {
-                path: path.clone(),
-                source,
-            })?,
-        ),
-        None => (SEED_FILE.to_string(), SEED_SOURCE.to_string()),
-    };
-    let nets = nas_dsl::check_str(&text).map_err(|errors| EvolveError::Seed {
-        rendered: nas_dsl::diag::render(&file, &text, &errors),
-        file: file.clone(),
-    })?;
-    let names: Vec<String> = nets.iter().map(|n| n.name().to_string()).collect();
-    let net = match &cfg.net {
-        Some(name) => nets.into_iter().find(|n| n.name() == name).ok_or_else(|| {
-            EvolveError::SeedUnfit(format!(
-                "no net `{name}` in `{file}` (it has: {})",
-                names.join(", ")
-            ))
-        })?,
-        None => nets
-            .into_iter()
-            .next()
-            .ok_or_else(|| EvolveError::SeedUnfit(format!("`{file}` holds no net")))?,
-    };
-    Ok(net)
-}
-
-/// Checks that the seed network is within the budget, with a sentence that says
-/// by how much it is not.
-pub fn check_seed_budget(net: &CheckedNet, budget: &Budget) -> Result<(), EvolveError> {
-    use nas_dsl::summary::thousands;
-    if let Some(max) = budget.max_params
-        && net.params() > max
-    {
-        return Err(EvolveError::SeedUnfit(format!(
-            "the seed network `{}` has {} parameters, more than `--max-params {}`; raise the budget or start from a smaller seed",
-            net.name(),
-            thousands(net.params()),
-            thousands(max)
-        )));
-    }
-    if let Some(max) = budget.max_flops
-        && net.flops() > max
-    {
-        return Err(EvolveError::SeedUnfit(format!(
-            "the seed network `{}` needs {} FLOPs per sample, more than `--max-flops {}`; raise the budget or start from a smaller seed",
-            net.name(),
-            thousands(net.flops()),
-            thousands(max)
-        )));
-    }
-    Ok(())
-}
 
 /// Receives the events of a search (the CLI's bars and per-trial lines); the
 /// training events come through [`train::Observer`].
@@ -247,19 +187,6 @@ impl Slots {
     }
 }
 
-/// The result of a trial that failed after `secs` seconds, with why.
-pub(crate) fn failed_result(error: String, secs: f64) -> TrialResult {
-    TrialResult {
-        status: TrialStatus::Failed,
-        telemetry: serde_json::json!([]),
-        accuracy: None,
-        top5: None,
-        test_loss: None,
-        train_s: secs,
-        error: Some(error),
-    }
-}
-
 /// A search over one run directory.
 pub struct Evolve {
     cfg: SearchConfig,
@@ -313,109 +240,6 @@ struct Parts {
 /// fresh, reproducible ones.
 fn session_seed(seed: u64, steps: u64) -> u64 {
     seed.wrapping_add(steps.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-}
-
-/// Trains `net` and turns the outcome into a trial's result. The second value
-/// is set when training refused the configuration itself (every trial would):
-/// a search stops then.
-pub fn train_to_result(
-    backend: BackendKind,
-    net: &CheckedNet,
-    task: &Task,
-    cfg: &TrainConfig,
-    obs: &mut dyn train::Observer,
-) -> (TrialResult, Option<String>) {
-    let started = Instant::now();
-    let outcome = train::train_on(backend, net, task, cfg, obs);
-    let secs = started.elapsed().as_secs_f64();
-    let failed = |error: String| failed_result(error, secs);
-    match outcome {
-        Ok(report) => {
-            let last = report.epochs.last();
-            let (status, error) = match &report.outcome {
-                train::Outcome::Completed => (TrialStatus::Done, None),
-                train::Outcome::Diverged {
-                    epoch,
-                    step,
-                    reason,
-                } => (
-                    TrialStatus::Diverged,
-                    Some(format!(
-                        "diverged in epoch {epoch} at step {step}: {reason}"
-                    )),
-                ),
-            };
-            let result = TrialResult {
-                status,
-                telemetry: serde_json::to_value(&report.epochs)
-                    .unwrap_or_else(|_| serde_json::json!([])),
-                accuracy: (status == TrialStatus::Done).then_some(report.top1),
-                top5: (status == TrialStatus::Done).then_some(report.top5),
-                test_loss: last.map(|e| e.test_loss),
-                train_s: secs,
-                error,
-            };
-            (result, None)
-        }
-        Err(TrainError::Config(m)) => (failed(m.clone()), Some(m)),
-        Err(e) => (failed(e.to_string()), None),
-    }
-}
-
-/// Trains the stored trial `id` (its network from its stored source) and
-/// records how it ended: start, the observer's events, train, finish. Returns
-/// the finished record and a progress line for it (`note → top-1 …`); an error
-/// when training refused the configuration itself (every trial would). For
-/// batches of planned trainings (`fidelity`, `corpus train`).
-pub fn train_stored(
-    store: &mut SqliteStore,
-    id: TrialId,
-    backend: BackendKind,
-    task: &Task,
-    cfg: &TrainConfig,
-    obs: &mut dyn SearchObserver,
-) -> Result<(TrialRecord, String), EvolveError> {
-    let find = |store: &SqliteStore| -> Result<TrialRecord, EvolveError> {
-        store
-            .trials()?
-            .into_iter()
-            .find(|t| t.id == id)
-            .ok_or_else(|| {
-                EvolveError::Store(StoreError::Trial {
-                    id,
-                    reason: "planned but not in the store".into(),
-                })
-            })
-    };
-    let rec = find(store)?;
-    let net = nas_dsl::check_str(&rec.trial.source)
-        .ok()
-        .and_then(|n| n.into_iter().next())
-        .ok_or_else(|| {
-            EvolveError::Store(StoreError::Trial {
-                id,
-                reason: "the stored source does not pass the checker".into(),
-            })
-        })?;
-    store.start_trial(id)?;
-    obs.trial_started(&find(store)?);
-    let (result, fatal) = train_to_result(backend, &net, task, cfg, &mut *obs);
-    store.finish_trial(id, &result)?;
-    if let Some(m) = fatal {
-        return Err(EvolveError::Train(TrainError::Config(m)));
-    }
-    let rec = find(store)?;
-    let line = super::batch::result_line(&rec);
-    Ok((rec, line))
-}
-
-/// Loads the task and checks that the seed network fits it.
-pub fn load_task(cfg: &SearchConfig, r: &Resolved, seed: &CheckedNet) -> Result<Task, EvolveError> {
-    let (train, test) = task_sizes(cfg, r);
-    let split = data::load(r.dataset, cfg.train.data_dir.as_deref(), train, test)?;
-    let task = Task::new(split);
-    train::check_fit(seed, &task).map_err(|e| EvolveError::SeedUnfit(e.to_string()))?;
-    Ok(task)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, EvolveError> {
