@@ -76,7 +76,7 @@ pub enum Outcome {
     ParseError,
     /// It parsed but failed the shape checker, or does not fit the task.
     ShapeError,
-    /// Over the parameter or FLOP budget.
+    /// Over the parameter or FLOP budget, or a width off the search's grid.
     OverBudget,
     /// The same architecture (canonical text) was already produced.
     Duplicate,
@@ -502,6 +502,41 @@ impl Context {
                 ),
             );
         }
+        // The width grid binds every proposer; the seed's own widths stay
+        // allowed (a seed off the grid keeps its unchanged classes).
+        let seed_widths: HashSet<u64> = self
+            .seed
+            .classes()
+            .classes()
+            .iter()
+            .map(|c| c.width)
+            .collect();
+        if let Some(c) =
+            arch.classes().classes().iter().find(|c| {
+                !c.grid(&self.widths).contains(c.width) && !seed_widths.contains(&c.width)
+            })
+        {
+            let grid = c.grid(&self.widths);
+            return reject(
+                Outcome::OverBudget,
+                format!(
+                    "error: `{}`: width {} (class c{}, at `{}`) is not an allowed width: the search allows `{}`{} (from {} to {} in steps of {}); choose widths from that set",
+                    net.name(),
+                    c.width,
+                    c.id,
+                    c.label(),
+                    self.widths,
+                    if c.multiple_of > 1 {
+                        format!(", multiples of {} for this class", c.multiple_of)
+                    } else {
+                        String::new()
+                    },
+                    grid.min,
+                    grid.max,
+                    grid.step,
+                ),
+            );
+        }
         if let Some(max) = self.budget.max_params
             && net.params() > max
         {
@@ -638,6 +673,57 @@ mod tests {
         assert_eq!(median_ms(vec![]), 0.0);
         assert_eq!(median_ms(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median_ms(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    fn ctx(widths: &str) -> Context {
+        let seed = nas_dsl::check_str(crate::evolve::SEED_SOURCE)
+            .unwrap()
+            .remove(0);
+        Context::new(seed, Budget::default(), widths.parse().unwrap())
+    }
+
+    fn with_widths(a: u64, b: u64, c: u64) -> String {
+        crate::evolve::SEED_SOURCE
+            .replace("conv(3 -> 16", &format!("conv(3 -> {a}"))
+            .replace("conv(16 -> 32", &format!("conv({a} -> {b}"))
+            .replace("conv(32 -> 64", &format!("conv({b} -> {c}"))
+            .replace("linear(64 -> 10", &format!("linear({c} -> 10"))
+    }
+
+    #[test]
+    fn a_width_off_the_grid_is_a_rejection_naming_the_allowed_set() {
+        let ctx = ctx("step:8..=64");
+        // The network: one huge width, written as source.
+        let text = with_widths(30000, 32, 64);
+        assert!(text.contains("30000"), "{text}");
+        match ctx.judge(&text) {
+            Verdict::Rejected(r) => {
+                assert_eq!(r.outcome, Outcome::OverBudget);
+                assert!(r.diagnostics.contains("30000"), "{}", r.diagnostics);
+                assert!(r.diagnostics.contains("step:8..=64"), "{}", r.diagnostics);
+            }
+            other => panic!("accepted: {other:?}"),
+        }
+        // Off the step, inside the range: rejected too.
+        assert!(matches!(
+            ctx.judge(&with_widths(20, 32, 64)),
+            Verdict::Rejected(r) if r.outcome == Outcome::OverBudget
+        ));
+        // On the grid: accepted; the seed's own widths stay allowed under a
+        // grid that excludes them.
+        assert!(matches!(
+            ctx.judge(&with_widths(24, 32, 64)),
+            Verdict::Accepted { .. }
+        ));
+        let coarse = self::ctx("step:48..=96");
+        assert!(matches!(
+            coarse.judge(&with_widths(48, 32, 64)),
+            Verdict::Accepted { .. }
+        ));
+        assert!(matches!(
+            coarse.judge(&with_widths(40, 32, 64)),
+            Verdict::Rejected(r) if r.outcome == Outcome::OverBudget
+        ));
     }
 
     #[test]
