@@ -55,6 +55,8 @@ async fn random_proposals_over_budget_are_rejected_and_recorded() {
         Budget {
             max_params: Some(30_000),
             max_flops: None,
+            max_memory: None,
+            batch: 0,
         },
         "uniform:4..=1024",
     );

@@ -181,6 +181,8 @@ fn over_budget_is_rejected_before_training() {
     let c = ctx(Budget {
         max_params: Some(20_000),
         max_flops: None,
+        max_memory: None,
+        batch: 0,
     });
     match extract::best(&c, WIDER) {
         Verdict::Rejected(r) => {
@@ -196,6 +198,8 @@ fn over_budget_is_rejected_before_training() {
     let c = ctx(Budget {
         max_params: None,
         max_flops: Some(1000),
+        max_memory: None,
+        batch: 0,
     });
     assert!(matches!(
         extract::best(&c, WIDER),

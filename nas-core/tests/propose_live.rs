@@ -150,6 +150,8 @@ async fn run<P: Proposer>(proposer: &mut P, rel: &str, budget: Budget, n: usize)
 const IMPOSSIBLE: Budget = Budget {
     max_params: Some(1),
     max_flops: None,
+    max_memory: None,
+    batch: 0,
 };
 
 #[tokio::test]

@@ -30,6 +30,8 @@ fn trained_context() -> Context {
         Budget {
             max_params: Some(250_000),
             max_flops: Some(40_000_000),
+            max_memory: None,
+            batch: 0,
         },
         widths,
     );

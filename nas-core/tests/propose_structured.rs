@@ -161,6 +161,8 @@ fn an_answer_over_budget_is_rejected_before_training() {
     let ctx = context(Budget {
         max_params: Some(300_000),
         max_flops: None,
+        max_memory: None,
+        batch: 0,
     });
     let parent = ctx.best();
     let widths = vec![256; parent.classes().widths().len()];
@@ -174,6 +176,8 @@ fn structured_prompt_and_its_repair() {
     let ctx = context(Budget {
         max_params: Some(400_000),
         max_flops: None,
+        max_memory: None,
+        batch: 0,
     });
     let input = PromptInput::from_context(&ctx, ctx.best());
     // The other trained network and an untrained mutant, both with the parent's classes.

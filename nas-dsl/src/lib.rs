@@ -11,6 +11,7 @@ pub mod codegen;
 pub mod diag;
 pub mod error;
 pub mod graph;
+pub mod memory;
 pub mod mutate;
 pub mod parse;
 pub mod print;

@@ -37,6 +37,11 @@ pub struct Summary {
     pub params: u64,
     /// Total multiply-accumulates per sample.
     pub flops: u64,
+    /// Training memory per sample of the batch, in bytes (the model of
+    /// [`crate::memory`]).
+    pub memory_per_sample: u64,
+    /// Training memory independent of the batch, in bytes.
+    pub memory_fixed: u64,
 }
 
 /// Builds the summary of a checked net.
@@ -59,6 +64,8 @@ pub fn summarize(net: &CheckedNet) -> Summary {
             .collect(),
         params: net.params(),
         flops: net.flops(),
+        memory_per_sample: net.training_memory().per_sample,
+        memory_fixed: net.training_memory().fixed,
     }
 }
 
@@ -140,6 +147,18 @@ impl Summary {
                 w4 = width[4]
             );
         }
+        let memory = crate::memory::Memory {
+            per_sample: self.memory_per_sample,
+            fixed: self.memory_fixed,
+        };
+        let _ = writeln!(
+            out,
+            "training memory: {} per sample + {} (batch 32: {}, batch 128: {})",
+            crate::memory::bytes(memory.per_sample),
+            crate::memory::bytes(memory.fixed),
+            crate::memory::bytes(memory.at_batch(32)),
+            crate::memory::bytes(memory.at_batch(128)),
+        );
         out
     }
 }

@@ -73,6 +73,12 @@ pub struct TaskArgs {
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub max_flops: Option<u64>,
 
+    /// Most training memory of a candidate at the batch size, e.g. `2G` (the
+    /// checker's estimate; rejected before training) [default: half the
+    /// memory available, shared by the jobs].
+    #[arg(long, value_name = "SIZE", value_parser = crate::evolve::parse_bytes)]
+    pub max_memory: Option<u64>,
+
     /// Widths a class may take: `uniform:MIN..=MAX` or `step:STEP..=MAX`
     /// [default: step:8..=64].
     #[arg(long, value_name = "SET")]
@@ -250,6 +256,7 @@ impl TaskArgs {
              lr => train.lr, schedule => train.schedule, train_seed => train.seed,
              backend => train.backend);
         set_some!(self, c; seed_file => seed_file, net => net, max_params => max_params,
+                  max_memory => max_memory,
                   max_flops => max_flops, data_dir => train.data_dir,
                   train_size => train.train_size, test_size => train.test_size);
         if self.structural {
@@ -268,6 +275,7 @@ impl TaskArgs {
         let mut given = Vec::new();
         given_flags!(self, given; seed_file => "--seed-file", net => "--net", epochs => "--epochs",
                max_params => "--max-params", max_flops => "--max-flops", widths => "--widths",
+               max_memory => "--max-memory",
                dataset => "--dataset", data_dir => "--data-dir", train_size => "--train-size",
                test_size => "--test-size", batch => "--batch", lr => "--lr",
                schedule => "--schedule", train_seed => "--train-seed", backend => "--backend");

@@ -147,6 +147,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         Budget {
             max_params: args.max_params,
             max_flops: args.max_flops,
+            ..Budget::default()
         },
         args.widths,
     );

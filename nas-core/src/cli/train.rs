@@ -49,6 +49,11 @@ pub struct Args {
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
 
+    /// Refuse a net whose training memory at the batch size (the checker's
+    /// estimate) is over this, e.g. `2G` [default: half the memory available].
+    #[arg(long, value_name = "SIZE", value_parser = crate::evolve::parse_bytes)]
+    pub max_memory: Option<u64>,
+
     /// The Burn backend (`cuda` needs a build with `--features cuda`).
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
@@ -241,6 +246,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })?,
         None => nets.first().context("the file holds no net")?,
     };
+    let budget = crate::propose::Budget {
+        max_memory: args
+            .max_memory
+            .or_else(|| crate::evolve::default_max_memory(1)),
+        batch: args.batch as u64,
+        ..Default::default()
+    };
+    if let Some((need, max)) = budget.memory_over(net) {
+        bail!(
+            "refused before training: {}",
+            budget.memory_message(net, need, max)
+        );
+    }
     let split = data::load(
         args.dataset,
         args.data_dir.as_deref(),

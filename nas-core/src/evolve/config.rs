@@ -336,6 +336,11 @@ pub struct SearchConfig {
     /// Most multiply-accumulates per sample (checked before training).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_flops: Option<u64>,
+    /// Most training memory of a candidate in bytes at the batch size (the
+    /// checker's estimate; default: half the memory available, shared by the
+    /// jobs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<u64>,
     /// The widths a class may take (`uniform:4..=1024`, `step:8..=512`).
     pub widths: String,
     /// Whether the mutator also changes structure (duplicate, remove, kernel).
@@ -374,6 +379,7 @@ impl Default for SearchConfig {
             tournament: 3,
             max_params: None,
             max_flops: None,
+            max_memory: None,
             widths: "step:8..=64".into(),
             structural: false,
             seed: 0,
@@ -493,6 +499,8 @@ impl SearchConfig {
         Budget {
             max_params: self.max_params,
             max_flops: self.max_flops,
+            max_memory: self.max_memory.or_else(|| default_max_memory(self.jobs)),
+            batch: self.train.batch as u64,
         }
     }
 }
@@ -577,6 +585,45 @@ pub fn fill_task_sizes(cfg: &mut SearchConfig, r: &Resolved) {
     let (train, test) = task_sizes(cfg, r);
     cfg.train.train_size = train;
     cfg.train.test_size = test;
+}
+
+/// The default memory budget of one trial: half the memory available now
+/// (`MemAvailable`), shared by `jobs` trainings (0: one per core); none where
+/// `/proc/meminfo` cannot be read.
+pub fn default_max_memory(jobs: usize) -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let jobs = if jobs == 0 { cores() } else { jobs } as u64;
+    Some(kib.saturating_mul(1024) / 2 / jobs.max(1))
+}
+
+/// Reads a size in bytes: `512M`, `4G`, `1.5GiB`, `2000000` (K, M, G, T are
+/// powers of 1024).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim().replace('_', "");
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(&t);
+    let (digits, factor) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1024f64),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1024f64.powi(2)),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1024f64.powi(3)),
+        Some('t' | 'T') => (&t[..t.len() - 1], 1024f64.powi(4)),
+        _ => (t, 1.0),
+    };
+    match digits.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v * factor < 1.8e19 => Ok((v * factor).round() as u64),
+        _ => Err(format!(
+            "`{text}` is not a size; write e.g. `512M`, `4G` or `1.5GiB`"
+        )),
+    }
 }
 
 /// The CPU cores this process may use (1 when unknown).

@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(net.name(), "SmallCnn");
         let budget = Budget {
             max_params: Some(1000),
-            max_flops: None,
+            ..Budget::default()
         };
         let e = check_seed_budget(&net, &budget).unwrap_err().to_string();
         assert!(

@@ -51,6 +51,11 @@ pub fn seed_network(cfg: &SearchConfig) -> Result<CheckedNet, EvolveError> {
 /// by how much it is not.
 pub fn check_seed_budget(net: &CheckedNet, budget: &Budget) -> Result<(), EvolveError> {
     use nas_dsl::summary::thousands;
+    if let Some((need, max)) = budget.memory_over(net) {
+        return Err(EvolveError::SeedUnfit(
+            budget.memory_message(net, need, max),
+        ));
+    }
     if let Some(max) = budget.max_params
         && net.params() > max
     {

@@ -64,6 +64,35 @@ pub struct Budget {
     pub max_params: Option<u64>,
     /// Most multiply-accumulates per sample.
     pub max_flops: Option<u64>,
+    /// Most training memory in bytes at `batch` (the checker's model,
+    /// [`nas_dsl::memory`]).
+    pub max_memory: Option<u64>,
+    /// The batch size the memory budget is checked at (0 counts as 1).
+    pub batch: u64,
+}
+
+impl Budget {
+    /// The estimated training memory of `net` at the budget's batch and the
+    /// limit it exceeds, when it does.
+    pub fn memory_over(&self, net: &nas_dsl::CheckedNet) -> Option<(u64, u64)> {
+        let max = self.max_memory?;
+        let need = net.training_memory().at_batch(self.batch.max(1));
+        (need > max).then_some((need, max))
+    }
+
+    /// The sentence for a net over the memory budget.
+    pub fn memory_message(&self, net: &nas_dsl::CheckedNet, need: u64, max: u64) -> String {
+        let m = net.training_memory();
+        format!(
+            "`{}` needs about {} of training memory at batch {} ({} per sample + {}), over the budget of {} (`--max-memory`); use narrower layers or fewer channels early on, where the maps are large",
+            net.name(),
+            nas_dsl::memory::bytes(need),
+            self.batch.max(1),
+            nas_dsl::memory::bytes(m.per_sample),
+            nas_dsl::memory::bytes(m.fixed),
+            nas_dsl::memory::bytes(max),
+        )
+    }
 }
 
 /// What happened to one attempt.
@@ -76,7 +105,8 @@ pub enum Outcome {
     ParseError,
     /// It parsed but failed the shape checker, or does not fit the task.
     ShapeError,
-    /// Over the parameter or FLOP budget, or a width off the search's grid.
+    /// Over the parameter, FLOP or memory budget, or a width off the search's
+    /// grid.
     OverBudget,
     /// The same architecture (canonical text) was already produced.
     Duplicate,
@@ -561,6 +591,12 @@ impl Context {
                     nas_dsl::summary::thousands(net.flops()),
                     nas_dsl::summary::thousands(max),
                 ),
+            );
+        }
+        if let Some((need, max)) = self.budget.memory_over(net) {
+            return reject(
+                Outcome::OverBudget,
+                format!("error: {}", self.budget.memory_message(net, need, max)),
             );
         }
         if self.is_seen(arch.net().net()) {
