@@ -630,3 +630,74 @@ fn a_killed_local_worker_loses_its_trial_to_the_other() {
         }
     }
 }
+
+/// A trial whose process dies every time it trains it (here: SIGKILL, three
+/// times, always during the same trial) is not retried forever: on the next
+/// resume it ends as failed with the reason, and the search goes on.
+#[test]
+fn a_trial_that_kills_its_process_three_times_ends_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().to_str().unwrap();
+    let dir = tmp.path().join("loop");
+    let start = |resume: bool| {
+        let mut cmd = Command::new(BIN);
+        if resume {
+            cmd.args(["evolve", "--resume", dir.to_str().unwrap()]);
+        } else {
+            cmd.args(["evolve", "--runs-dir", runs, "--name", "loop", "--jobs", "1"])
+                .args(["--proposer", "mutate", "--epochs", "1", "--train-size", "1500"])
+                .args(["--test-size", "64", "--batch", "32", "--no-time-budget"])
+                .args(["--trials", "2"]);
+        }
+        cmd.env("CI", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let running = |attempt: u32| -> Option<i64> {
+        let store = SqliteStore::inspect(&dir).ok()?;
+        let trials = store.trials().ok()?;
+        trials
+            .iter()
+            .find(|t| t.status() == TrialStatus::Running && t.runs == attempt)
+            .map(|t| t.id)
+    };
+    let mut doomed = None;
+    for attempt in 1..=3 {
+        let mut child = start(attempt > 1);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let id = loop {
+            assert!(Instant::now() < deadline, "attempt {attempt} never ran");
+            assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+            if let Some(id) = running(attempt) {
+                break id;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(doomed.is_none_or(|d| d == id), "the same trial each time");
+        doomed = Some(id);
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let out = start(true).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("ends as failed"), "{stderr}");
+    let trials = SqliteStore::inspect(&dir).unwrap().trials().unwrap();
+    let t = trials.iter().find(|t| Some(t.id) == doomed).unwrap();
+    assert_eq!((t.status(), t.runs), (TrialStatus::Failed, 3), "{t:?}");
+    assert!(
+        t.trial
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("3 time(s)")),
+        "{t:?}"
+    );
+    let search: Vec<_> = trials
+        .iter()
+        .filter(|t| t.trial.stage == Stage::Search)
+        .collect();
+    assert_eq!(search.len(), 3, "the seed and 2 proposals");
+    assert!(search.iter().all(|t| t.status().is_final()));
+}
