@@ -644,10 +644,25 @@ fn a_trial_that_kills_its_process_three_times_ends_failed() {
         if resume {
             cmd.args(["evolve", "--resume", dir.to_str().unwrap()]);
         } else {
-            cmd.args(["evolve", "--runs-dir", runs, "--name", "loop", "--jobs", "1"])
-                .args(["--proposer", "mutate", "--epochs", "1", "--train-size", "1500"])
-                .args(["--test-size", "64", "--batch", "32", "--no-time-budget"])
-                .args(["--trials", "2"]);
+            cmd.args([
+                "evolve",
+                "--runs-dir",
+                runs,
+                "--name",
+                "loop",
+                "--jobs",
+                "1",
+            ])
+            .args([
+                "--proposer",
+                "mutate",
+                "--epochs",
+                "1",
+                "--train-size",
+                "1500",
+            ])
+            .args(["--test-size", "64", "--batch", "32", "--no-time-budget"])
+            .args(["--trials", "2"]);
         }
         cmd.env("CI", "true")
             .stdout(Stdio::null())
