@@ -61,7 +61,7 @@ fn answers(n: usize) -> Vec<String> {
                 .collect(),
             // Huge and negative numbers in a network.
             1 => SEED
-                .replace("16", &["0", "-16", "99999999999999999999", "1e9", "4294967297"][i % 5]),
+                .replace("16", ["0", "-16", "99999999999999999999", "1e9", "4294967297"][i % 5]),
             // Deeply nested blocks.
             2 => {
                 let depth = rng.random_range(50..2000);
