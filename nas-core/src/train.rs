@@ -197,6 +197,26 @@ impl Task {
         }
     }
 
+    /// A content hash of the task's images and labels (train, then test), so a
+    /// run can tell when its data changed between sessions.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.name.as_bytes());
+        for d in [&self.train, &self.test] {
+            h.update((d.classes as u64).to_le_bytes());
+            h.update((d.labels.len() as u64).to_le_bytes());
+            h.update(&d.images);
+            for l in &d.labels {
+                h.update(l.to_le_bytes());
+            }
+        }
+        h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// The number of classes.
     pub fn classes(&self) -> usize {
         self.train.classes

@@ -410,3 +410,58 @@ fn two_jobs_give_the_scores_of_one() {
     let notes: HashSet<&str> = scores[0].iter().map(|s| s.0.as_str()).collect();
     assert_eq!(notes.len(), scores[0].len(), "each training planned once");
 }
+
+/// A run records the content hash of its data: a CIFAR file changed between a
+/// run and its resume (same size, other bytes) is refused with a clear error;
+/// a truncated one is named with its offset by the reader.
+#[test]
+fn changed_or_truncated_data_is_detected_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cifar");
+    write_cifar10(&data);
+    let runs = tmp.path().to_str().unwrap();
+    let first = nas(&[
+        "evolve",
+        "--runs-dir",
+        runs,
+        "--name",
+        "d",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--proposer",
+        "mutate",
+        "--epochs",
+        "1",
+        "--batch",
+        "16",
+        "--trials",
+        "1",
+        "--no-time-budget",
+        "--jobs",
+        "1",
+    ]);
+    let (_, stderr) = text(&first);
+    assert!(first.status.success(), "{stderr}");
+    let dir = tmp.path().join("d");
+    let resume = || nas(&["evolve", "--resume", dir.to_str().unwrap(), "--trials", "2"]);
+    // The same data: the run continues.
+    let again = resume();
+    assert!(again.status.success(), "{}", text(&again).1);
+    // One byte changed, same size.
+    let file = data.join(CIFAR10_TRAIN[0]);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = resume();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("training data changed"), "{stderr}");
+    // Truncated.
+    std::fs::write(&file, &bytes[..bytes.len() - 7]).unwrap();
+    let out = resume();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains(CIFAR10_TRAIN[0]), "{stderr}");
+}

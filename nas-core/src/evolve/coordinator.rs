@@ -8,7 +8,7 @@
 //! killed run: the trial that was in flight is trained again, finished ones never.
 
 use super::trial::{check_seed_budget, failed_result, load_task, seed_network, train_to_result};
-use super::worker::{LocalWorkers, STATE_KEY};
+use super::worker::{DATA_KEY, LocalWorkers, STATE_KEY};
 use super::{
     AnyProposer, CONFIG_FILE, EvolveError, Resolved, SEED_FILE, SearchConfig, connect,
     default_name, fill_task_sizes,
@@ -379,6 +379,17 @@ impl Evolve {
             rt,
             proposer: (proposer, notice),
         } = parts;
+        // The data the run trains on: recorded once, the same on every resume.
+        let fingerprint = task.fingerprint();
+        match store.meta(DATA_KEY)? {
+            Some(recorded) if recorded != fingerprint => {
+                return Err(EvolveError::Config(format!(
+                    "the training data changed since this run started (its content hash was {recorded}, it is now {fingerprint}): a resumed run must train on the same images; restore the data or start a new run"
+                )));
+            }
+            Some(_) => {}
+            None => store.set_meta(DATA_KEY, &fingerprint)?,
+        }
         // The effective configuration, saved before anything runs.
         let toml = cfg.to_toml()?;
         let json = serde_json::to_string(&cfg).map_err(|e| EvolveError::Config(e.to_string()))?;

@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 /// The run metadata key holding the run's state (`running`, `finished`).
 pub const STATE_KEY: &str = "state";
 
+/// The run metadata key of the content hash of the run's data
+/// ([`crate::train::Task::fingerprint`]).
+pub const DATA_KEY: &str = "data_fingerprint";
+
 /// The run metadata key of per-trial training seeds (a JSON object from trial
 /// id to seed), for planned trainings that vary the seed (`fidelity`).
 pub const TRIAL_SEEDS_KEY: &str = "trial_seeds";
@@ -258,6 +262,14 @@ pub fn run_worker(opts: &WorkerOptions) -> Result<WorkerSummary, EvolveError> {
     let parent = std::os::unix::process::parent_id();
     let (mut store, cfg) = open_run(opts)?;
     let task = load_run_task(&cfg, opts)?;
+    if let Some(recorded) = store.meta(DATA_KEY)?
+        && recorded != task.fingerprint()
+    {
+        return Err(EvolveError::Config(format!(
+            "this machine's data differs from the run's (content hash {} here, {recorded} in the run): every worker must train on the same images; check `--data-dir`",
+            task.fingerprint()
+        )));
+    }
     tracing::info!(%worker, storage = %opts.storage, "worker starts");
     let mut summary = WorkerSummary::default();
     let mut idle_since = Instant::now();
