@@ -255,3 +255,45 @@ fn a_full_disk_stops_the_search_cleanly_and_resume_finishes_it() {
         "every step exactly once"
     );
 }
+
+/// NaN mid-training (a learning rate that blows every net up): each trial is
+/// recorded as diverged with where it happened, and the search still ends with
+/// its report.
+#[test]
+fn diverging_trials_are_recorded_and_the_search_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["evolve", "--runs-dir"])
+        .arg(tmp.path())
+        .args([
+            "--name",
+            "nan",
+            "--jobs",
+            "1",
+            "--proposer",
+            "mutate",
+            "--epochs",
+            "1",
+        ])
+        .args(["--train-size", "256", "--test-size", "32", "--batch", "32"])
+        .args(["--lr", "1e9", "--no-time-budget", "--trials", "3"])
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let dir = tmp.path().join("nan");
+    let trials = SqliteStore::inspect(&dir).unwrap().trials().unwrap();
+    assert_eq!(trials.len(), 4, "{trials:#?}");
+    for t in &trials {
+        assert_eq!(t.status(), TrialStatus::Diverged, "{t:?}");
+        assert!(
+            t.trial
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("diverged in epoch")),
+            "{t:?}"
+        );
+    }
+    assert!(dir.join("report.html").is_file());
+}
