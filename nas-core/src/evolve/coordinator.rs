@@ -146,6 +146,8 @@ struct Slots {
     /// When the queue was first seen with no worker alive (for the notice).
     unserved_since: Option<Instant>,
     told: bool,
+    /// The most slots seen (the summary's job count).
+    peak: usize,
 }
 
 impl Slots {
@@ -157,6 +159,7 @@ impl Slots {
             looked: None,
             unserved_since: None,
             told: false,
+            peak: 0,
         }
     }
 
@@ -166,7 +169,9 @@ impl Slots {
             self.live = store.live_slots()? as usize;
             self.looked = Some(Instant::now());
         }
-        Ok(self.local.max(self.live).max(1))
+        let n = self.local.max(self.live).max(1);
+        self.peak = self.peak.max(n);
+        Ok(n)
     }
 
     /// A notice, once, when trials have waited 15 s with no worker alive.
@@ -768,7 +773,7 @@ impl Evolve {
             wall_s: self.started.elapsed().as_secs_f64(),
             train_s: self.train_s,
             trained: self.trained,
-            jobs: self.jobs,
+            jobs: if shared { slots.peak } else { self.jobs },
             leaderboard,
         })
     }
