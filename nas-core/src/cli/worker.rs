@@ -4,7 +4,6 @@
 
 use crate::evolve::{LocalWorkers, WorkerOptions, run_worker};
 use crate::store::Storage;
-use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -100,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| (crate::evolve::cores() / jobs).max(1));
     if jobs > 1 || !devices.is_empty() {
         // One process per job: trainings in one process do not overlap.
-        let exe = std::env::current_exe().context("cannot find this executable")?;
+        let exe = crate::evolve::worker_exe()?;
         let pool = LocalWorkers::spawn(&exe, &storage, jobs, threads, args.lease, &devices)?;
         eprintln!("{jobs} worker processes on {storage}");
         let failed = pool.wait();

@@ -1,17 +1,13 @@
 //! Planned trainings of a run store (`fidelity`, `corpus train`): in this
 //! process one at a time, or claimed by local worker processes side by side.
 
-use super::worker::{LocalWorkers, TRIAL_SEEDS_KEY};
+use super::worker::{LOCAL_LEASE_S, LocalWorkers, TRIAL_SEEDS_KEY, worker_exe};
 use super::{EvolveError, Resolved, SearchConfig, train_stored};
 use crate::fidelity::CheckObserver;
 use crate::store::{SqliteStore, Storage, Store, TrialId, TrialRecord, TrialStatus};
 use crate::train::Task;
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::time::Duration;
-
-/// The lease of a local worker's claim.
-const LEASE_S: f64 = 10.0;
 
 /// A finished training as one progress line: `note → top-1 …`.
 pub fn result_line(rec: &TrialRecord) -> String {
@@ -88,16 +84,10 @@ pub fn train_batch(
             serde_json::to_string(&batch.seeds).map_err(|e| EvolveError::Config(e.to_string()))?;
         store.set_meta(TRIAL_SEEDS_KEY, &json)?;
     }
-    let exe = match std::env::var_os("NAS_WORKER_EXE") {
-        Some(exe) => PathBuf::from(exe),
-        None => std::env::current_exe().map_err(|source| EvolveError::Io {
-            path: PathBuf::from("<current executable>"),
-            source,
-        })?,
-    };
+    let exe = worker_exe()?;
     let threads = (super::cores() / batch.jobs).max(1);
     let storage = Storage::Sqlite(store.path().to_path_buf());
-    let mut workers = LocalWorkers::spawn(&exe, &storage, batch.jobs, threads, LEASE_S, &[])?;
+    let mut workers = LocalWorkers::spawn(&exe, &storage, batch.jobs, threads, LOCAL_LEASE_S, &[])?;
     let mut open: HashSet<TrialId> = left.into_iter().collect();
     while !open.is_empty() {
         workers.check()?;

@@ -8,7 +8,7 @@
 //! killed run: the trial that was in flight is trained again, finished ones never.
 
 use super::trial::{check_seed_budget, failed_result, load_task, seed_network, train_to_result};
-use super::worker::{DATA_KEY, LocalWorkers, STATE_KEY};
+use super::worker::{DATA_KEY, LOCAL_LEASE_S, LocalWorkers, STATE_KEY, worker_exe};
 use super::{
     AnyProposer, CONFIG_FILE, EvolveError, Resolved, SEED_FILE, SearchConfig, connect,
     default_name, fill_task_sizes,
@@ -127,9 +127,6 @@ struct Job {
     key: String,
 }
 
-/// The lease of a local worker's claim: a worker killed with its coordinator
-/// frees its trial for the next session after at most this long.
-const LOCAL_LEASE_S: f64 = 10.0;
 /// The lease of a claim in a shared store (workers on other machines: network
 /// hiccups must not cost trainings).
 const SHARED_LEASE_S: f64 = 30.0;
@@ -201,8 +198,6 @@ pub struct Evolve {
     store: Box<dyn Store>,
     /// Where the store is, for the workers.
     storage: Storage,
-    /// The `nas-core` binary that local workers run.
-    worker_exe: Option<PathBuf>,
     /// Train nothing here: workers elsewhere serve the shared store.
     coordinate_only: bool,
     /// The GPUs local workers use, one each in turn.
@@ -464,7 +459,6 @@ impl Evolve {
             name,
             store,
             storage,
-            worker_exe: None,
             coordinate_only: false,
             devices: Vec::new(),
             task,
@@ -538,26 +532,6 @@ impl Evolve {
     pub fn coordinate_only(mut self) -> Evolve {
         self.coordinate_only = true;
         self
-    }
-
-    /// The `nas-core` binary that runs local workers (`--jobs` above 1); by
-    /// default this process's own executable, or `NAS_WORKER_EXE`.
-    pub fn with_worker_exe(mut self, exe: PathBuf) -> Evolve {
-        self.worker_exe = Some(exe);
-        self
-    }
-
-    fn worker_exe(&self) -> Result<PathBuf, EvolveError> {
-        if let Some(exe) = &self.worker_exe {
-            return Ok(exe.clone());
-        }
-        if let Some(exe) = std::env::var_os("NAS_WORKER_EXE") {
-            return Ok(PathBuf::from(exe));
-        }
-        std::env::current_exe().map_err(|source| EvolveError::Io {
-            path: PathBuf::from("<current executable>"),
-            source,
-        })
     }
 
     fn elapsed(&self) -> f64 {
@@ -654,7 +628,7 @@ impl Evolve {
         let mut workers = if jobs > 1 || shared || !queued.is_empty() || !self.devices.is_empty() {
             let local = if self.coordinate_only { 0 } else { jobs };
             let threads = (super::cores() / jobs).max(1);
-            let exe = self.worker_exe()?;
+            let exe = worker_exe()?;
             let lease = if shared {
                 SHARED_LEASE_S
             } else {

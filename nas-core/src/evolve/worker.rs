@@ -307,6 +307,22 @@ pub fn run_worker(opts: &WorkerOptions) -> Result<WorkerSummary, EvolveError> {
     }
 }
 
+/// The lease of a local worker's claim: a worker killed with its coordinator
+/// frees its trial for the next session after at most this long.
+pub const LOCAL_LEASE_S: f64 = 10.0;
+
+/// The `nas-core` binary local workers run: `NAS_WORKER_EXE` (for a program
+/// that embeds the library), else this process's own executable.
+pub fn worker_exe() -> Result<PathBuf, EvolveError> {
+    if let Some(exe) = std::env::var_os("NAS_WORKER_EXE") {
+        return Ok(PathBuf::from(exe));
+    }
+    std::env::current_exe().map_err(|source| EvolveError::Io {
+        path: PathBuf::from("<current executable>"),
+        source,
+    })
+}
+
 /// GPUs for local workers (`--devices cuda:0,cuda:1`): worker `i` sees only
 /// device `i mod n` (`CUDA_VISIBLE_DEVICES`), so several jobs may share a GPU.
 pub fn parse_devices(text: &str) -> Result<Vec<u32>, String> {

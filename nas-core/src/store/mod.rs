@@ -80,6 +80,16 @@ pub enum StoreError {
         #[source]
         source: ::postgres::Error,
     },
+    /// A shared store already holds a run of this name.
+    #[error(
+        "run `{run}` already exists in {store}; continue it with `--resume` or choose another `--name`"
+    )]
+    RunExists {
+        /// The run's name.
+        run: String,
+        /// The store (password hidden).
+        store: String,
+    },
     /// The server stayed unreachable for as long as the caller waits.
     #[error("the store {store} was unreachable for {wait_s:.0} s, giving up: {last}")]
     Unreachable {

@@ -177,12 +177,9 @@ impl PgStore {
             )
             .map_err(|e| pg_err(url, e))?;
         if inserted == 0 {
-            return Err(StoreError::Trial {
-                id: 0,
-                reason: format!(
-                    "run `{run}` already exists in {}; continue it with `--resume` or choose another `--name`",
-                    redact(url)
-                ),
+            return Err(StoreError::RunExists {
+                run: run.to_string(),
+                store: redact(url),
             });
         }
         Ok(PgStore {

@@ -467,28 +467,7 @@ impl Store for SqliteStore {
     }
 
     fn finish_trial(&mut self, id: TrialId, result: &TrialResult) -> Result<(), StoreError> {
-        check_final(id, result)?;
-        let telemetry = result.telemetry.to_string();
-        let changed = self
-            .conn
-            .execute(
-                "UPDATE trials SET status = ?2, telemetry = ?3, accuracy = ?4, top5 = ?5,
-                        test_loss = ?6, train_s = ?7, error = ?8, finished_at = ?9,
-                        lease_until = NULL
-                 WHERE id = ?1 AND status = 'running'",
-                params![
-                    id,
-                    result.status.as_str(),
-                    telemetry,
-                    result.accuracy,
-                    result.top5,
-                    result.test_loss,
-                    result.train_s,
-                    result.error,
-                    now(),
-                ],
-            )
-            .map_err(|e| self.err(e))?;
+        let changed = self.write_result(id, None, result)?;
         if changed == 1 {
             Ok(())
         } else {
@@ -610,28 +589,7 @@ impl Store for SqliteStore {
         attempt: u32,
         result: &TrialResult,
     ) -> Result<bool, StoreError> {
-        check_final(id, result)?;
-        let changed = self
-            .conn
-            .execute(
-                "UPDATE trials SET status = ?2, telemetry = ?3, accuracy = ?4, top5 = ?5,
-                        test_loss = ?6, train_s = ?7, error = ?8, finished_at = ?9,
-                        lease_until = NULL
-                 WHERE id = ?1 AND status = 'running' AND runs = ?10",
-                params![
-                    id,
-                    result.status.as_str(),
-                    result.telemetry.to_string(),
-                    result.accuracy,
-                    result.top5,
-                    result.test_loss,
-                    result.train_s,
-                    result.error,
-                    now(),
-                    i64::from(attempt),
-                ],
-            )
-            .map_err(|e| self.err(e))?;
+        let changed = self.write_result(id, Some(attempt), result)?;
         Ok(changed == 1)
     }
 
@@ -669,6 +627,38 @@ impl Store for SqliteStore {
 impl SqliteStore {
     /// Ends or requeues the running trials matching `which`, in one transaction:
     /// those that used their attempts fail with the reason, the others wait again.
+    /// Writes how a running trial ended: always (the in-process trainer), or
+    /// with an attempt only while that attempt is current (a worker's fenced
+    /// write). The rows changed: 0 or 1.
+    fn write_result(
+        &mut self,
+        id: TrialId,
+        attempt: Option<u32>,
+        result: &TrialResult,
+    ) -> Result<usize, StoreError> {
+        check_final(id, result)?;
+        self.conn
+            .execute(
+                "UPDATE trials SET status = ?2, telemetry = ?3, accuracy = ?4, top5 = ?5,
+                        test_loss = ?6, train_s = ?7, error = ?8, finished_at = ?9,
+                        lease_until = NULL
+                 WHERE id = ?1 AND status = 'running' AND (?10 IS NULL OR runs = ?10)",
+                params![
+                    id,
+                    result.status.as_str(),
+                    result.telemetry.to_string(),
+                    result.accuracy,
+                    result.top5,
+                    result.test_loss,
+                    result.train_s,
+                    result.error,
+                    now(),
+                    attempt.map(i64::from),
+                ],
+            )
+            .map_err(|e| self.err(e))
+    }
+
     fn requeue(&mut self, which: &str) -> Result<Vec<Reaped>, StoreError> {
         let path = self.path.clone();
         let err = |e| classify(&path, e);
