@@ -28,9 +28,14 @@ pub use print::{print, print_file};
 /// Parses and checks `.nas` text: the one call the runtime needs. Nets whose
 /// syntax is broken are not checked; every other net is, and all errors of all
 /// nets come back together.
+///
+/// It releases the text lexing kept ([`parse::release_text`]), so a process can
+/// check text for as long as it runs without growing.
 pub fn check_str(src: &str) -> Result<Vec<CheckedNet>, Errors> {
-    let tokens = parse::lex(src)?;
-    let parsed = parse_tokens(tokens);
+    let tokens = parse::lex(src);
+    let parsed = tokens.map(parse_tokens);
+    parse::release_text();
+    let parsed = parsed?;
     let mut errors = parsed.errors;
     let mut nets = Vec::new();
     for (net, broken) in parsed.file.nets.iter().zip(&parsed.broken) {

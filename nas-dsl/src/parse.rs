@@ -49,9 +49,15 @@ pub fn parse_tokens(tokens: TokenStream) -> Parsed {
 }
 
 /// Lexes and parses `.nas` text. Line and column numbers in errors refer to `src`.
+///
+/// Like [`check_str`](crate::check_str), it releases the text lexing kept (see
+/// [`release_text`]): proc-macro2 spans from earlier [`lex`] calls on this
+/// thread are invalid afterwards.
 pub fn parse_str(src: &str) -> Result<File, Errors> {
-    let tokens = lex(src)?;
-    let parsed = parse_tokens(tokens);
+    let tokens = lex(src);
+    let parsed = tokens.map(parse_tokens);
+    release_text();
+    let parsed = parsed?;
     if !parsed.errors.is_empty() {
         return Err(Errors(parsed.errors));
     }
@@ -62,6 +68,17 @@ pub fn parse_str(src: &str) -> Result<File, Errors> {
         )]));
     }
     Ok(parsed.file)
+}
+
+/// Frees what lexing text left behind on this thread. proc-macro2's lexer keeps a
+/// copy of every text it lexed, and its positions, in a per-thread table that
+/// only grows: a search parsing LLM answers for days (or a fuzzer, within
+/// minutes) would grow without bound and, past 4 GiB of text, overflow its
+/// 32-bit positions. Our own spans are plain values and stay valid; proc-macro2
+/// spans from earlier [`lex`] calls on this thread do not. Never called inside a
+/// procedural macro (the `network!` path goes through [`parse_tokens`] only).
+pub fn release_text() {
+    proc_macro2::extra::invalidate_current_thread_spans();
 }
 
 /// Lexes `.nas` text into tokens with line and column positions.

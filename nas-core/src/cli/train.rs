@@ -249,7 +249,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let budget = crate::propose::Budget {
         max_memory: args
             .max_memory
-            .or_else(|| crate::evolve::default_max_memory(1)),
+            .or_else(|| crate::evolve::default_max_memory(args.backend, 1)),
         batch: args.batch as u64,
         ..Default::default()
     };

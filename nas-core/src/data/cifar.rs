@@ -102,33 +102,48 @@ fn check_label(
 
 /// Appends the records of one CIFAR-10 file to `set`.
 pub fn read_cifar10_file(path: &Path, set: &mut Dataset) -> Result<(), DataError> {
-    let bytes = read(path)?;
-    let n = records(path, &bytes, CIFAR10_RECORD)?;
-    set.images.reserve(n * PIXELS);
-    set.labels.reserve(n);
+    decode_cifar10(path, &read(path)?, set)
+}
+
+/// Appends the CIFAR-10 records in `bytes` (the content of the file `path`,
+/// named in errors) to `set`. Nothing is appended when the bytes are bad.
+pub fn decode_cifar10(path: &Path, bytes: &[u8], set: &mut Dataset) -> Result<(), DataError> {
+    let n = records(path, bytes, CIFAR10_RECORD)?;
+    let mut labels = Vec::with_capacity(n);
     for (i, rec) in bytes.chunks_exact(CIFAR10_RECORD).enumerate() {
-        let offset = i * CIFAR10_RECORD;
-        set.labels
-            .push(check_label(path, offset, "class", rec[0], 10)?);
-        set.images.extend_from_slice(&rec[1..]);
+        labels.push(check_label(path, i * CIFAR10_RECORD, "class", rec[0], 10)?);
     }
+    append(set, bytes, CIFAR10_RECORD, labels);
     Ok(())
 }
 
 /// Appends the records of one CIFAR-100 file to `set` (fine labels).
 pub fn read_cifar100_file(path: &Path, set: &mut Dataset) -> Result<(), DataError> {
-    let bytes = read(path)?;
-    let n = records(path, &bytes, CIFAR100_RECORD)?;
-    set.images.reserve(n * PIXELS);
-    set.labels.reserve(n);
+    decode_cifar100(path, &read(path)?, set)
+}
+
+/// Appends the CIFAR-100 records in `bytes` (the content of the file `path`,
+/// named in errors) to `set`, with their fine labels. Nothing is appended when
+/// the bytes are bad.
+pub fn decode_cifar100(path: &Path, bytes: &[u8], set: &mut Dataset) -> Result<(), DataError> {
+    let n = records(path, bytes, CIFAR100_RECORD)?;
+    let mut labels = Vec::with_capacity(n);
     for (i, rec) in bytes.chunks_exact(CIFAR100_RECORD).enumerate() {
         let offset = i * CIFAR100_RECORD;
         check_label(path, offset, "coarse", rec[0], 20)?;
-        set.labels
-            .push(check_label(path, offset + 1, "fine", rec[1], 100)?);
-        set.images.extend_from_slice(&rec[2..]);
+        labels.push(check_label(path, offset + 1, "fine", rec[1], 100)?);
     }
+    append(set, bytes, CIFAR100_RECORD, labels);
     Ok(())
+}
+
+/// Appends checked records: their labels and the last [`PIXELS`] bytes of each.
+fn append(set: &mut Dataset, bytes: &[u8], record: usize, labels: Vec<u16>) {
+    set.images.reserve(labels.len() * PIXELS);
+    for rec in bytes.chunks_exact(record) {
+        set.images.extend_from_slice(&rec[record - PIXELS..]);
+    }
+    set.labels.extend(labels);
 }
 
 fn empty(classes: usize) -> Dataset {

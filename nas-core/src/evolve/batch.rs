@@ -61,6 +61,7 @@ pub fn train_batch(
             .collect()
     };
     if batch.jobs <= 1 {
+        let budget = batch.cfg.budget();
         for id in left {
             let mut tc = batch.cfg.train_config(batch.resolved, epochs(store, id)?);
             if let Some(s) = batch.seeds.get(&id) {
@@ -72,6 +73,7 @@ pub fn train_batch(
                 batch.resolved.backend,
                 batch.task,
                 &tc,
+                &budget,
                 &mut *obs,
             )?;
             done += 1;

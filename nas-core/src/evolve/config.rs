@@ -398,13 +398,14 @@ impl SearchConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| {
-            EvolveError::Config(format!(
-                "`{}`: {}",
-                path.display(),
-                e.to_string().trim_end()
-            ))
-        })
+        SearchConfig::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Reads a configuration from TOML text; `origin` (a file name) starts the
+    /// error message.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<SearchConfig, EvolveError> {
+        toml::from_str(text)
+            .map_err(|e| EvolveError::Config(format!("`{origin}`: {}", e.to_string().trim_end())))
     }
 
     /// The configuration as TOML.
@@ -499,7 +500,10 @@ impl SearchConfig {
         Budget {
             max_params: self.max_params,
             max_flops: self.max_flops,
-            max_memory: self.max_memory.or_else(|| default_max_memory(self.jobs)),
+            max_memory: self.max_memory.or_else(|| {
+                let backend = parse_choice("backend", &self.train.backend).unwrap_or(BackendKind::Flex);
+                default_max_memory(backend, self.jobs)
+            }),
             batch: self.train.batch as u64,
         }
     }
@@ -587,10 +591,29 @@ pub fn fill_task_sizes(cfg: &mut SearchConfig, r: &Resolved) {
     cfg.train.test_size = test;
 }
 
-/// The default memory budget of one trial: half the memory available now
-/// (`MemAvailable`), shared by `jobs` trainings (0: one per core); none where
-/// `/proc/meminfo` cannot be read.
-pub fn default_max_memory(jobs: usize) -> Option<u64> {
+/// The default memory budget of one trial: half the memory training can use,
+/// shared by `jobs` trainings at once (0: the backend's default count, as
+/// [`SearchConfig::jobs`] counts it).
+///
+/// - On the CPU (`flex`, `tch`): half of the RAM available now (`MemAvailable`).
+/// - On CUDA: half of the device memory of the smallest GPU this process sees
+///   (`nvidia-smi`, limited to `CUDA_VISIBLE_DEVICES` when set), read once per
+///   process. Every job counts against it as if all shared one GPU, so the
+///   coordinator and each worker (which sees only its own GPU) agree.
+///
+/// None where that memory cannot be read: then no trial is refused for memory
+/// unless `--max-memory` is given.
+pub fn default_max_memory(backend: BackendKind, jobs: usize) -> Option<u64> {
+    let (memory, default_jobs) = match backend {
+        BackendKind::Cuda => (gpu_memory()?, 1),
+        BackendKind::Flex | BackendKind::Tch => (available_ram()?, cores()),
+    };
+    let jobs = if jobs == 0 { default_jobs } else { jobs } as u64;
+    Some(memory / 2 / jobs.max(1))
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes.
+fn available_ram() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kib: u64 = info
         .lines()
@@ -599,8 +622,41 @@ pub fn default_max_memory(jobs: usize) -> Option<u64> {
         .next()?
         .parse()
         .ok()?;
-    let jobs = if jobs == 0 { cores() } else { jobs } as u64;
-    Some(kib.saturating_mul(1024) / 2 / jobs.max(1))
+    Some(kib.saturating_mul(1024))
+}
+
+/// The total memory of the smallest visible GPU, in bytes (read once).
+fn gpu_memory() -> Option<u64> {
+    static MEMORY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(|| {
+        let mut cmd = std::process::Command::new("nvidia-smi");
+        cmd.args(["--query-gpu=memory.total", "--format=csv,noheader,nounits"]);
+        if let Ok(visible) = std::env::var("CUDA_VISIBLE_DEVICES")
+            && !visible.trim().is_empty()
+        {
+            cmd.args(["-i", visible.trim()]);
+        }
+        let out = cmd.output().ok().filter(|o| o.status.success());
+        let memory = out.and_then(|o| smallest_gpu_memory(&String::from_utf8_lossy(&o.stdout)));
+        if memory.is_none() {
+            tracing::warn!(
+                "could not read the GPU's memory with `nvidia-smi`: no default memory budget; set `--max-memory`"
+            );
+        }
+        memory
+    })
+}
+
+/// The smallest of the per-GPU totals `nvidia-smi --query-gpu=memory.total
+/// --format=csv,noheader,nounits` prints (MiB, one line per GPU), in bytes.
+pub fn smallest_gpu_memory(nvidia_smi: &str) -> Option<u64> {
+    nvidia_smi
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().parse::<u64>().ok().map(|mib| mib << 20))
+        .collect::<Option<Vec<u64>>>()?
+        .into_iter()
+        .min()
 }
 
 /// Reads a size in bytes: `512M`, `4G`, `1.5GiB`, `2000000` (K, M, G, T are
@@ -629,4 +685,29 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 /// The CPU cores this process may use (1 when unknown).
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BackendKind, default_max_memory, smallest_gpu_memory};
+
+    #[test]
+    fn the_gpu_budget_is_the_smallest_gpu_and_unreadable_output_is_none() {
+        // `nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits` on two GPUs.
+        assert_eq!(smallest_gpu_memory("81559\n40960\n"), Some(40960 << 20));
+        assert_eq!(smallest_gpu_memory(" 24576 \n"), Some(24576 << 20));
+        assert_eq!(smallest_gpu_memory(""), None);
+        assert_eq!(smallest_gpu_memory("[N/A]\n"), None);
+        assert_eq!(smallest_gpu_memory("81559\nNo devices were found\n"), None);
+    }
+
+    #[test]
+    fn the_cpu_budget_is_half_the_available_ram_shared_by_the_jobs() {
+        let one = default_max_memory(BackendKind::Flex, 1).unwrap_or(0);
+        let two = default_max_memory(BackendKind::Flex, 2).unwrap_or(0);
+        assert!(one > 0, "MemAvailable is readable on Linux");
+        // The available memory moves a little between the two reads.
+        let ratio = one as f64 / two as f64;
+        assert!((1.8..2.2).contains(&ratio), "{one} vs {two}");
+    }
 }

@@ -79,6 +79,18 @@ pub fn check_seed_budget(net: &CheckedNet, budget: &Budget) -> Result<(), Evolve
     Ok(())
 }
 
+/// The failed result of a network that must not train at all — over the
+/// budget (parameters, FLOPs, training memory) or unfit for the task — with
+/// why; `None` when it may train. Checked by every role before it trains a
+/// stored trial.
+pub(crate) fn refusal(net: &CheckedNet, budget: &Budget, task: &Task) -> Option<TrialResult> {
+    check_seed_budget(net, budget)
+        .map_err(|e| e.to_string())
+        .and_then(|()| train::check_fit(net, task).map_err(|e| e.to_string()))
+        .err()
+        .map(|e| failed_result(format!("refused before training: {e}"), 0.0))
+}
+
 /// The result of a trial that failed after `secs` seconds, with why.
 pub(crate) fn failed_result(error: String, secs: f64) -> TrialResult {
     TrialResult {
@@ -143,13 +155,15 @@ pub fn train_to_result(
 /// records how it ended: start, the observer's events, train, finish. Returns
 /// the finished record and a progress line for it (`note → top-1 …`); an error
 /// when training refused the configuration itself (every trial would). For
-/// batches of planned trainings (`fidelity`, `corpus train`).
+/// batches of planned trainings (`fidelity`, `corpus train`). A network over
+/// `budget` ends failed without training.
 pub fn train_stored(
     store: &mut SqliteStore,
     id: TrialId,
     backend: BackendKind,
     task: &Task,
     cfg: &TrainConfig,
+    budget: &Budget,
     obs: &mut dyn SearchObserver,
 ) -> Result<(TrialRecord, String), EvolveError> {
     let find = |store: &SqliteStore| -> Result<TrialRecord, EvolveError> {
@@ -176,7 +190,10 @@ pub fn train_stored(
         })?;
     store.start_trial(id)?;
     obs.trial_started(&find(store)?);
-    let (result, fatal) = train_to_result(backend, &net, task, cfg, &mut *obs);
+    let (result, fatal) = match refusal(&net, budget, task) {
+        Some(refused) => (refused, None),
+        None => train_to_result(backend, &net, task, cfg, &mut *obs),
+    };
     store.finish_trial(id, &result)?;
     if let Some(m) = fatal {
         return Err(EvolveError::Train(TrainError::Config(m)));

@@ -9,10 +9,10 @@
 //! autodiff graph is shared process-wide), two processes do. So `--jobs N`
 //! starts N worker processes ([`LocalWorkers`]).
 
-use super::{EvolveError, SearchConfig, check_seed_budget, task_sizes, train_to_result};
+use super::{EvolveError, SearchConfig, task_sizes, train_to_result};
 use crate::data;
 use crate::store::{Claim, Patient, Storage, Store, StoreError};
-use crate::train::{self, Task};
+use crate::train::Task;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -217,12 +217,9 @@ fn train_claim(
         None => {
             super::trial::failed_result("the stored source does not pass the checker".into(), 0.0)
         }
-        Some(net) => match check_seed_budget(&net, &cfg.budget())
-            .map_err(|e| e.to_string())
-            .and_then(|()| train::check_fit(&net, task).map_err(|e| e.to_string()))
-        {
-            Err(e) => super::trial::failed_result(format!("refused before training: {e}"), 0.0),
-            Ok(()) => {
+        Some(net) => match super::trial::refusal(&net, &cfg.budget(), task) {
+            Some(refused) => refused,
+            None => {
                 let lost = Arc::new(AtomicBool::new(false));
                 let (stop, beat) =
                     heartbeat(opts, worker.to_string(), (id, claim.attempt), lost.clone())?;

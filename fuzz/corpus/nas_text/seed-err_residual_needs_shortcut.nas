@@ -1,0 +1,8 @@
+net Bad(input = [32, 32, 32], classes = 10) {
+    residual {
+        conv(32 -> 64, k = 3, stride = 2, pad = 1);
+        bn;
+    }
+    gap;
+    linear(64 -> 10);
+}
