@@ -75,7 +75,10 @@ pub fn nas_text(data: &[u8]) {
                 }
             }
             let shown = nas_dsl::diag::render("fuzz.nas", src, &errors);
-            assert!(shown.contains("error"), "rendered without an error: {shown}");
+            assert!(
+                shown.contains("error"),
+                "rendered without an error: {shown}"
+            );
         }
         Ok(nets) => {
             assert!(!nets.is_empty(), "text checked to no net");
@@ -89,7 +92,11 @@ pub fn nas_text(data: &[u8]) {
                 assert_eq!(again[0].net(), net.net(), "print → parse changed the net");
                 assert_eq!(again[0].params(), net.params());
                 assert_eq!(again[0].flops(), net.flops());
-                assert_eq!(nas_dsl::print(again[0].net()), printed, "printing is not idempotent");
+                assert_eq!(
+                    nas_dsl::print(again[0].net()),
+                    printed,
+                    "printing is not idempotent"
+                );
             }
         }
     }
@@ -137,7 +144,11 @@ pub fn mutate(data: &[u8]) {
             let Ok(m) = mutator.mutate(&parent, &mut rng) else {
                 break;
             };
-            let width_op = !mutator.structural || matches!(m.mutation.op(), nas_dsl::mutate::Operator::SetClass | nas_dsl::mutate::Operator::Scale);
+            let width_op = !mutator.structural
+                || matches!(
+                    m.mutation.op(),
+                    nas_dsl::mutate::Operator::SetClass | nas_dsl::mutate::Operator::Scale
+                );
             let mutation = m.mutation.clone();
             let child = m.into_arch();
             let again = match nas_dsl::check_str(child.source()) {
@@ -148,12 +159,25 @@ pub fn mutate(data: &[u8]) {
                 ),
             };
             assert_eq!(again.len(), 1);
-            assert_eq!(again[0].net(), child.net().net(), "{mutation}: text and net differ");
+            assert_eq!(
+                again[0].net(),
+                child.net().net(),
+                "{mutation}: text and net differ"
+            );
             assert_eq!(child.net().input(), input, "{mutation} changed the input");
-            assert_eq!(child.net().output(), output, "{mutation} changed the output");
+            assert_eq!(
+                child.net().output(),
+                output,
+                "{mutation} changed the output"
+            );
             if width_op {
                 let before = parent.classes().widths();
-                for (c, w) in child.classes().classes().iter().zip(child.classes().widths()) {
+                for (c, w) in child
+                    .classes()
+                    .classes()
+                    .iter()
+                    .zip(child.classes().widths())
+                {
                     assert!(
                         c.grid(&mutator.widths).contains(w) || before.contains(&w),
                         "{mutation} wrote width {w} for class c{}, off the grid {}",
@@ -207,16 +231,39 @@ pub fn llm_answer(data: &[u8]) {
     let _ = extract::fenced_blocks(&raw);
     let _ = extract::net_items(&raw);
     let parent: Arc<Arch> = ctx.best().clone();
-    for verdict in [extract::best(ctx, &raw), structured::judge(ctx, &parent, &raw)] {
+    for verdict in [
+        extract::best(ctx, &raw),
+        structured::judge(ctx, &parent, &raw),
+    ] {
         match verdict {
             Verdict::Accepted { arch, source } => {
                 let net = arch.net();
-                assert!(nas_dsl::check_str(arch.source()).is_ok(), "accepted text fails: {source}");
-                assert_eq!(net.input(), ctx.seed().net().input(), "accepted another input");
-                assert_eq!(net.output(), ctx.seed().net().output(), "accepted another output");
-                assert!(net.params() <= 1_000_000, "accepted over the parameter budget");
-                assert!(ctx.budget.memory_over(net).is_none(), "accepted over the memory budget");
-                assert!(!ctx.is_seen(net.net()), "accepted a network already produced");
+                assert!(
+                    nas_dsl::check_str(arch.source()).is_ok(),
+                    "accepted text fails: {source}"
+                );
+                assert_eq!(
+                    net.input(),
+                    ctx.seed().net().input(),
+                    "accepted another input"
+                );
+                assert_eq!(
+                    net.output(),
+                    ctx.seed().net().output(),
+                    "accepted another output"
+                );
+                assert!(
+                    net.params() <= 1_000_000,
+                    "accepted over the parameter budget"
+                );
+                assert!(
+                    ctx.budget.memory_over(net).is_none(),
+                    "accepted over the memory budget"
+                );
+                assert!(
+                    !ctx.is_seen(net.net()),
+                    "accepted a network already produced"
+                );
                 let seed_widths = ctx.seed().classes().widths();
                 for c in arch.classes().classes() {
                     assert!(
@@ -227,8 +274,15 @@ pub fn llm_answer(data: &[u8]) {
                 }
             }
             Verdict::Rejected(r) => {
-                assert!(!r.outcome.is_server_failure(), "{:?} for an answer", r.outcome);
-                assert!(!r.diagnostics.trim().is_empty(), "a rejection without a reason");
+                assert!(
+                    !r.outcome.is_server_failure(),
+                    "{:?} for an answer",
+                    r.outcome
+                );
+                assert!(
+                    !r.diagnostics.trim().is_empty(),
+                    "a rejection without a reason"
+                );
             }
         }
     }
@@ -265,13 +319,22 @@ pub fn cifar(data: &[u8]) {
                 assert_eq!(set.images.len(), n * PIXELS);
                 for (i, r) in data.chunks_exact(record).enumerate() {
                     assert_eq!(usize::from(set.labels[i]), usize::from(r[label_at]));
-                    assert_eq!(&set.images[i * PIXELS..(i + 1) * PIXELS], &r[record - PIXELS..]);
+                    assert_eq!(
+                        &set.images[i * PIXELS..(i + 1) * PIXELS],
+                        &r[record - PIXELS..]
+                    );
                 }
             }
             Err(e) => {
                 assert!(!valid, "refused a good file: {e}");
-                assert!(e.to_string().contains("fuzz.bin"), "the error does not name the file: {e}");
-                assert!(set.labels.is_empty() && set.images.is_empty(), "a refused file appended records");
+                assert!(
+                    e.to_string().contains("fuzz.bin"),
+                    "the error does not name the file: {e}"
+                );
+                assert!(
+                    set.labels.is_empty() && set.images.is_empty(),
+                    "a refused file appended records"
+                );
             }
         }
     }
@@ -289,7 +352,10 @@ pub fn config(data: &[u8]) {
     let _ = nas_core::evolve::Seconds::parse(text);
     let _ = text.parse::<ValueSet>();
     match SearchConfig::from_toml_str(text, "fuzz.toml") {
-        Err(e) => assert!(e.to_string().contains("fuzz.toml"), "the error does not name the file: {e}"),
+        Err(e) => assert!(
+            e.to_string().contains("fuzz.toml"),
+            "the error does not name the file: {e}"
+        ),
         Ok(cfg) => {
             if let Err(e) = cfg.resolve() {
                 assert!(!e.to_string().trim().is_empty());

@@ -36,7 +36,11 @@ fn every_kept_and_every_once_failing_fuzz_input_keeps_the_invariants() {
         for file in corpus.iter().chain(&regressions) {
             let bytes = std::fs::read(file).unwrap();
             let run = std::panic::catch_unwind(|| check(&bytes));
-            assert!(run.is_ok(), "{name}: {} breaks an invariant", file.display());
+            assert!(
+                run.is_ok(),
+                "{name}: {} breaks an invariant",
+                file.display()
+            );
         }
         eprintln!(
             "{name}: {} corpus inputs, {} regression inputs",

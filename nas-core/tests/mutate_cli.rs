@@ -696,3 +696,51 @@ fn corpus_train_trains_the_first_members_and_continues() {
     ]);
     assert!(!run.status.success());
 }
+
+/// `corpus train` in this process (`--jobs 1`) checks each member against the
+/// memory budget before it trains, as a search and its workers do: a member
+/// over `--max-memory` ends failed with the reason and is never trained.
+#[test]
+fn corpus_train_in_process_refuses_members_over_the_memory_budget() {
+    use nas_core::store::{SqliteStore, Store, TrialStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/nas/small_cnn.nas");
+    let corpus = dir.path().join("corpus.jsonl");
+    let run = nas(&["corpus", "--from", seed, "--n", "2", "--out", s(&corpus)]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let out = dir.path().join("run");
+    // Every net needs the model's fixed 16 MiB and more: 16.5 MiB refuses all.
+    let run = nas(&[
+        "corpus",
+        "train",
+        "--corpus",
+        s(&corpus),
+        "--n",
+        "2",
+        "--out",
+        s(&out),
+        "--jobs",
+        "1",
+        "--epochs",
+        "1",
+        "--train-size",
+        "64",
+        "--test-size",
+        "32",
+        "--batch",
+        "32",
+        "--max-memory",
+        "16.5M",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let trials = SqliteStore::open(&out).unwrap().trials().unwrap();
+    assert_eq!(trials.len(), 2);
+    for t in &trials {
+        assert_eq!(t.status(), TrialStatus::Failed, "{t:?}");
+        let error = t.trial.error.as_deref().unwrap_or("");
+        assert!(error.starts_with("refused before training"), "{error}");
+        assert!(error.contains("--max-memory"), "{error}");
+        assert!(t.accuracy.is_none());
+        assert_eq!(t.train_s, Some(0.0), "it was trained: {t:?}");
+    }
+}

@@ -501,7 +501,8 @@ impl SearchConfig {
             max_params: self.max_params,
             max_flops: self.max_flops,
             max_memory: self.max_memory.or_else(|| {
-                let backend = parse_choice("backend", &self.train.backend).unwrap_or(BackendKind::Flex);
+                let backend =
+                    parse_choice("backend", &self.train.backend).unwrap_or(BackendKind::Flex);
                 default_max_memory(backend, self.jobs)
             }),
             batch: self.train.batch as u64,
