@@ -150,11 +150,13 @@ fn opening_fence(line: &str) -> Option<(String, String)> {
 pub fn net_items(text: &str) -> Vec<String> {
     let mut items = Vec::new();
     let mut from = 0;
-    while let Some(start) = find_net_keyword(text, from) {
-        let start = include_prefix(text, start);
-        let (end, _) = item_end(text, start);
+    while let Some(keyword) = find_net_keyword(text, from) {
+        let start = include_prefix(text, keyword);
+        // Braces count from the keyword on: the prefix is `pub` and comments.
+        let (end, _) = item_end(text, keyword);
         items.push(text[start..end].to_string());
-        from = end.max(start + 1);
+        // Always past this keyword, so every keyword is visited once.
+        from = end.max(keyword + 3);
         if from >= text.len() {
             break;
         }
@@ -201,10 +203,10 @@ fn include_prefix(text: &str, mut start: usize) -> usize {
     {
         start = stripped.len();
     }
-    // Doc comment lines directly above.
+    // Doc comment lines directly above, when the item starts its line.
     loop {
         let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-        if line_start == 0 {
+        if line_start == 0 || !text[line_start..start].trim().is_empty() {
             break;
         }
         let prev_end = line_start - 1;
@@ -271,6 +273,24 @@ mod tests {
         assert_eq!(blocks[1].tag, "python");
         assert!(blocks[1].unclosed);
         assert_eq!(blocks[1].body, "print(1)");
+    }
+
+    /// Found by the `llm_answer` fuzz target: braces between a doc comment and
+    /// a keyword later on the same line closed the "item" before its keyword,
+    /// and the search for the next item found the same keyword forever (the
+    /// proposer hung, growing by the copy of the item each round).
+    #[test]
+    fn text_before_a_keyword_on_its_line_neither_joins_the_item_nor_loops() {
+        let raw = "/// doc\nx { } net A(input = [4], classes = 2) { linear(4 -> 2); }\ntail";
+        assert_eq!(
+            net_items(raw),
+            vec!["net A(input = [4], classes = 2) { linear(4 -> 2); }".to_string()]
+        );
+        let raw = "/// doc {\n/// more }\n- concat { b { } } pub net B(input = [4], classes = 2) { gap; }";
+        assert_eq!(
+            net_items(raw),
+            vec!["pub net B(input = [4], classes = 2) { gap; }".to_string()]
+        );
     }
 
     #[test]
