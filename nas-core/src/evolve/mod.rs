@@ -13,8 +13,11 @@
 //! `worker` (claiming, training and reporting queued trials), `trial` (the
 //! seed, the budget check, training one network into a result) and `batch`
 //! (planned trainings for `fidelity` and `corpus train`). The coordinator and
-//! the workers share nothing but the store.
+//! the workers share nothing but the store. `asha` holds the promotion rule of
+//! asynchronous successive halving, on its own (the multi-fidelity scheduler
+//! is not wired into the loop yet).
 
+pub mod asha;
 mod batch;
 mod config;
 mod coordinator;

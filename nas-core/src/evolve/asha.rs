@@ -1,0 +1,208 @@
+//! Asynchronous successive halving (ASHA; Li et al., "A System for Massively
+//! Parallel Hyperparameter Tuning", 2018, Algorithm 2): the promotion rule on
+//! its own, independent of training and of the store.
+//!
+//! Rung `k` trains a trial to `min_epochs · eta^k` epochs; the last rung trains
+//! to `max_epochs`. Whenever a worker is free, the highest rung below the top
+//! that holds a trial in its top `⌊n / eta⌋` (of its `n` results) not yet
+//! promoted gives that trial to the worker, to continue to the next rung;
+//! otherwise the worker starts a new trial at rung 0. No rung waits to fill.
+
+use std::collections::HashSet;
+
+/// The rungs of an ASHA schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Asha {
+    /// Epochs of the lowest rung (`r`).
+    pub min_epochs: u32,
+    /// Epochs of the highest rung (`R`).
+    pub max_epochs: u32,
+    /// The reduction factor (`η`): the top `1/η` of a rung is promoted.
+    pub eta: u32,
+}
+
+/// What a free worker does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Job {
+    /// Continue `trial` from rung `from` to rung `from + 1`.
+    Promote {
+        /// The trial.
+        trial: u64,
+        /// The rung it finished.
+        from: usize,
+    },
+    /// Start a new trial at rung 0.
+    New,
+}
+
+/// The finished results of every rung and which trials each rung promoted.
+#[derive(Clone, Debug, Default)]
+pub struct Rungs {
+    results: Vec<Vec<(u64, f64)>>,
+    promoted: Vec<HashSet<u64>>,
+}
+
+impl Rungs {
+    /// Records `trial`'s score (higher is better) at `rung`.
+    pub fn record(&mut self, rung: usize, trial: u64, score: f64) {
+        if self.results.len() <= rung {
+            self.results.resize_with(rung + 1, Vec::new);
+        }
+        self.results[rung].push((trial, score));
+    }
+
+    /// Marks `trial` promoted out of `rung` (it continues at `rung + 1`).
+    pub fn promote(&mut self, rung: usize, trial: u64) {
+        if self.promoted.len() <= rung {
+            self.promoted.resize_with(rung + 1, HashSet::new);
+        }
+        self.promoted[rung].insert(trial);
+    }
+
+    /// The results at `rung`, in the order they finished.
+    pub fn at(&self, rung: usize) -> &[(u64, f64)] {
+        self.results.get(rung).map_or(&[], Vec::as_slice)
+    }
+
+    fn is_promoted(&self, rung: usize, trial: u64) -> bool {
+        self.promoted.get(rung).is_some_and(|p| p.contains(&trial))
+    }
+}
+
+impl Asha {
+    /// A schedule from `min_epochs` to `max_epochs` with reduction factor `eta`.
+    pub fn new(min_epochs: u32, max_epochs: u32, eta: u32) -> Result<Asha, String> {
+        if min_epochs == 0 {
+            return Err("`--min-epochs` must be at least 1".into());
+        }
+        if max_epochs < min_epochs {
+            return Err(format!(
+                "`--max-epochs {max_epochs}` is below `--min-epochs {min_epochs}`"
+            ));
+        }
+        if eta < 2 {
+            return Err(format!("`--eta {eta}` must be at least 2"));
+        }
+        Ok(Asha {
+            min_epochs,
+            max_epochs,
+            eta,
+        })
+    }
+
+    /// The epochs of each rung, lowest first: `r, r·η, r·η², …` below `R`,
+    /// then `R`.
+    pub fn rungs(&self) -> Vec<u32> {
+        let mut rungs = Vec::new();
+        let mut epochs = u64::from(self.min_epochs);
+        while epochs < u64::from(self.max_epochs) {
+            rungs.push(epochs as u32);
+            epochs *= u64::from(self.eta);
+        }
+        rungs.push(self.max_epochs);
+        rungs
+    }
+
+    /// The next job for a free worker, given the results so far (Algorithm 2's
+    /// `get_job`): the best not-yet-promoted trial in the top `⌊n/η⌋` of the
+    /// highest rung below the top that has one, else a new trial. Ties in score
+    /// go to the trial that finished the rung first.
+    pub fn next(&self, rungs: &Rungs) -> Job {
+        let top = self.rungs().len() - 1;
+        for k in (0..top).rev() {
+            let mut ranked: Vec<(usize, &(u64, f64))> = rungs.at(k).iter().enumerate().collect();
+            ranked.sort_by(|(i, a), (j, b)| b.1.total_cmp(&a.1).then(i.cmp(j)));
+            let quota = ranked.len() / self.eta as usize;
+            if let Some((_, (trial, _))) = ranked
+                .iter()
+                .take(quota)
+                .find(|(_, (t, _))| !rungs.is_promoted(k, *t))
+            {
+                return Job::Promote {
+                    trial: *trial,
+                    from: k,
+                };
+            }
+        }
+        Job::New
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Asha, Job, Rungs};
+
+    #[test]
+    fn rungs_grow_by_eta_and_end_at_the_maximum() {
+        let rungs = |r, m, e| Asha::new(r, m, e).map(|a| a.rungs());
+        assert_eq!(rungs(1, 9, 3), Ok(vec![1, 3, 9]));
+        assert_eq!(rungs(1, 10, 3), Ok(vec![1, 3, 9, 10]));
+        assert_eq!(rungs(2, 8, 2), Ok(vec![2, 4, 8]));
+        assert_eq!(rungs(1, 1, 4), Ok(vec![1]));
+        assert_eq!(rungs(1, 64, 4), Ok(vec![1, 4, 16, 64]));
+        assert!(rungs(0, 4, 2).is_err());
+        assert!(rungs(4, 2, 2).is_err());
+        assert!(rungs(1, 4, 1).is_err());
+    }
+
+    /// A hand-worked run of Algorithm 2 with r = 1, R = 9, η = 3 (rungs 1, 3,
+    /// 9 epochs). Each step: what finished, then what a free worker gets.
+    #[test]
+    fn promotion_follows_algorithm_2_on_a_worked_example() {
+        let asha = Asha::new(1, 9, 3).unwrap_or_else(|e| panic!("{e}"));
+        let mut rungs = Rungs::default();
+        let mut step = |rungs: &mut Rungs, rung: usize, trial: u64, score: f64| {
+            rungs.record(rung, trial, score);
+            let job = asha.next(rungs);
+            if let Job::Promote { trial, from } = job {
+                rungs.promote(from, trial);
+            }
+            job
+        };
+        // Rung 0 with one or two results: ⌊n/3⌋ = 0, nothing to promote.
+        assert_eq!(step(&mut rungs, 0, 1, 0.50), Job::New);
+        assert_eq!(step(&mut rungs, 0, 2, 0.70), Job::New);
+        // Three results: the best one (trial 2) goes on to 3 epochs.
+        assert_eq!(
+            step(&mut rungs, 0, 3, 0.60),
+            Job::Promote { trial: 2, from: 0 }
+        );
+        // Trial 2 at rung 1 alone: no quota there; rung 0's top 1 is promoted.
+        assert_eq!(step(&mut rungs, 1, 2, 0.80), Job::New);
+        // A new best at rung 0 (4 results, quota 1): trial 4 is the top one.
+        assert_eq!(
+            step(&mut rungs, 0, 4, 0.90),
+            Job::Promote { trial: 4, from: 0 }
+        );
+        assert_eq!(step(&mut rungs, 1, 4, 0.85), Job::New);
+        // Six results, quota 2: trials 4 and 2, both promoted already.
+        assert_eq!(step(&mut rungs, 0, 5, 0.10), Job::New);
+        assert_eq!(step(&mut rungs, 0, 6, 0.20), Job::New);
+        // Seven results, quota 2: trials 4 (0.90) and 7 (0.75); 7 goes on. Trial
+        // 2, promoted when it was the best, is not taken back.
+        assert_eq!(
+            step(&mut rungs, 0, 7, 0.75),
+            Job::Promote { trial: 7, from: 0 }
+        );
+        // Rung 1 holds three results (quota 1): its best, trial 7, goes on to
+        // the top rung; higher rungs are looked at first.
+        assert_eq!(
+            step(&mut rungs, 1, 7, 0.95),
+            Job::Promote { trial: 7, from: 1 }
+        );
+        // The top rung never promotes.
+        assert_eq!(step(&mut rungs, 2, 7, 0.97), Job::New);
+        assert_eq!(rungs.at(2), &[(7, 0.97)]);
+    }
+
+    #[test]
+    fn equal_scores_go_to_the_trial_that_finished_first() {
+        let asha = Asha::new(1, 4, 2).unwrap_or_else(|e| panic!("{e}"));
+        let mut rungs = Rungs::default();
+        rungs.record(0, 10, 0.5);
+        rungs.record(0, 11, 0.5);
+        assert_eq!(asha.next(&rungs), Job::Promote { trial: 10, from: 0 });
+        rungs.promote(0, 10);
+        assert_eq!(asha.next(&rungs), Job::New);
+    }
+}
