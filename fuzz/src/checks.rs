@@ -15,8 +15,11 @@ use nas_dsl::span::{LineCol, Span};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+/// A target's invariants over one input.
+pub type Check = fn(&[u8]);
+
 /// The targets by name, as `scripts/fuzz.sh` and the corpus folders name them.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Check); 5] = [
     ("nas_text", nas_text),
     ("mutate", mutate),
     ("llm_answer", llm_answer),
@@ -307,7 +310,7 @@ pub fn cifar(data: &[u8]) {
             classes,
         };
         let valid = !data.is_empty()
-            && data.len() % record == 0
+            && data.len().is_multiple_of(record)
             && data
                 .chunks_exact(record)
                 .all(|r| usize::from(r[label_at]) < classes && (label_at == 0 || r[0] < 20));

@@ -151,7 +151,7 @@ mod tests {
     fn promotion_follows_algorithm_2_on_a_worked_example() {
         let asha = Asha::new(1, 9, 3).unwrap_or_else(|e| panic!("{e}"));
         let mut rungs = Rungs::default();
-        let mut step = |rungs: &mut Rungs, rung: usize, trial: u64, score: f64| {
+        let step = |rungs: &mut Rungs, rung: usize, trial: u64, score: f64| {
             rungs.record(rung, trial, score);
             let job = asha.next(rungs);
             if let Job::Promote { trial, from } = job {
