@@ -1,3 +1,0 @@
-net Bad(input = [3, 8], size = 3) {
-    gap;
-}

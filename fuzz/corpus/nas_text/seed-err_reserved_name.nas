@@ -1,5 +1,0 @@
-net Reserved(input = [3, 8, 8], classes = 10) {
-    __backend: conv(3 -> 16, k = 3);
-    gap;
-    linear(16 -> 10);
-}
