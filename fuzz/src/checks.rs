@@ -147,11 +147,10 @@ pub fn mutate(data: &[u8]) {
             let Ok(m) = mutator.mutate(&parent, &mut rng) else {
                 break;
             };
-            let width_op = !mutator.structural
-                || matches!(
-                    m.mutation.op(),
-                    nas_dsl::mutate::Operator::SetClass | nas_dsl::mutate::Operator::Scale
-                );
+            let width_op = matches!(
+                m.mutation.op(),
+                nas_dsl::mutate::Operator::SetClass | nas_dsl::mutate::Operator::Scale
+            );
             let mutation = m.mutation.clone();
             let child = m.into_arch();
             let again = match nas_dsl::check_str(child.source()) {
