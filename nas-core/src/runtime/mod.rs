@@ -17,6 +17,8 @@ use nas_dsl::{CheckedNet, LayerInfo, Lower, Op, Shape};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub mod batch_norm;
+
 /// Why a runtime module could not be built, run or loaded.
 #[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum RuntimeError {
@@ -357,8 +359,8 @@ impl<B: Backend> Run<'_, B> {
             (_, v) => match (self.net.module(&row.name)?, v) {
                 (LayerModule::Conv(m), Value::Map(t)) => Value::Map(m.forward(t)),
                 (LayerModule::Linear(m), Value::Flat(t)) => Value::Flat(m.forward(t)),
-                (LayerModule::Bn(m), Value::Map(t)) => Value::Map(m.forward(t)),
-                (LayerModule::Bn(m), Value::Flat(t)) => Value::Flat(m.forward(t)),
+                (LayerModule::Bn(m), Value::Map(t)) => Value::Map(batch_norm::forward(m, t)),
+                (LayerModule::Bn(m), Value::Flat(t)) => Value::Flat(batch_norm::forward(m, t)),
                 (LayerModule::MaxPool(m), Value::Map(t)) => Value::Map(m.forward(t)),
                 (LayerModule::AvgPool(m), Value::Map(t)) => Value::Map(m.forward(t)),
                 (LayerModule::Dropout(m), Value::Map(t)) => Value::Map(m.forward(t)),
