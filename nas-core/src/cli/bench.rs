@@ -3,7 +3,12 @@
 //!
 //! `nas-core bench train`: training throughput (images/s) of a fixed reference net
 //! and batch — forward, backward and optimiser step on constant random data — with
-//! the time split per phase. `bench/pytorch_reference.py` runs the identical net,
+//! the time split per phase.
+//!
+//! `nas-core bench batch-norm`: one batch-normalisation layer's training step
+//! (forward and backward) at the default seed's three shapes, Burn's
+//! `BatchNorm::forward` against [`crate::runtime::batch_norm::forward`], in
+//! alternating rounds of one run. `bench/pytorch_reference.py` runs the identical net,
 //! batch, optimiser and thread count in PyTorch; `bench/compare.sh` runs both.
 
 use crate::runtime::RuntimeNet;
@@ -52,6 +57,123 @@ pub enum What {
     /// Finished trials per minute of a search with `--jobs N` against `--jobs 1`,
     /// side by side in one run (the mutate proposer, the default task unless set).
     Jobs(Box<JobsArgs>),
+    /// A batch-norm layer's forward+backward at the default seed's shapes: Burn's
+    /// module forward against the runtime's, alternating, in one run.
+    BatchNorm(BnArgs),
+}
+
+/// Options of `bench batch-norm`.
+#[derive(Debug, clap::Args)]
+pub struct BnArgs {
+    /// Images per step (the default search's batch).
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Alternating rounds; each times `--steps` steps of each implementation.
+    #[arg(long, default_value_t = 7)]
+    pub rounds: usize,
+    /// Steps per round and implementation.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// CPU threads (the size of rayon's global pool; one per trial in a search).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// The shapes (channels, side) the default seed's batch norms see.
+const SEED_BN_SHAPES: [(usize, usize); 3] = [(16, 16), (32, 8), (64, 4)];
+
+/// Median milliseconds per step of Burn's and the runtime's batch norm, per shape.
+fn bench_bn<B: AutodiffBackend>(
+    args: &BnArgs,
+    device: &B::Device,
+) -> anyhow::Result<Vec<(usize, usize, f64, f64)>> {
+    use burn::nn::BatchNormConfig;
+    B::seed(device, 0);
+    let mut out = Vec::new();
+    for (c, side) in SEED_BN_SHAPES {
+        let m = BatchNormConfig::new(c).init::<B>(device);
+        let x = Tensor::<B, 4>::random(
+            [args.batch, c, side, side],
+            Distribution::Normal(0.5, 2.0),
+            device,
+        );
+        let w = Tensor::<B, 4>::random(x.dims(), Distribution::Default, device);
+        let step = |ours: bool| -> anyhow::Result<()> {
+            let x = x.clone().require_grad();
+            let y = if ours {
+                crate::runtime::batch_norm::forward(&m, x.clone())
+            } else {
+                m.forward(x.clone())
+            };
+            let g = (y * w.clone()).sum().backward();
+            let dx = x.grad(&g).context("no input gradient")?;
+            let probe: f32 = dx.sum().into_scalar().elem();
+            anyhow::ensure!(probe.is_finite(), "the gradient became {probe}");
+            Ok(())
+        };
+        let (mut burns, mut ours) = (Vec::new(), Vec::new());
+        for round in 0..=args.rounds {
+            for (which, times) in [(false, &mut burns), (true, &mut ours)] {
+                let t = Instant::now();
+                for _ in 0..args.steps {
+                    step(which)?;
+                }
+                // Round 0 warms both up.
+                if round > 0 {
+                    times.push(t.elapsed().as_secs_f64() * 1e3 / args.steps as f64);
+                }
+            }
+        }
+        let median = |xs: &[f64]| crate::stats::summary(xs).map_or(f64::NAN, |s| s.median);
+        out.push((c, side, median(&burns), median(&ours)));
+    }
+    Ok(out)
+}
+
+fn run_bn(args: &BnArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.batch > 0 && args.steps > 0 && args.rounds > 0,
+        "`--batch`, `--steps` and `--rounds` must be at least 1"
+    );
+    size_pool(args.threads);
+    struct Job<'a>(&'a BnArgs);
+    impl BackendJob for Job<'_> {
+        type Output = anyhow::Result<Vec<(usize, usize, f64, f64)>>;
+        fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+            bench_bn::<B>(self.0, device)
+        }
+    }
+    let rows = on_backend(BackendKind::Flex, Job(args))??;
+    println!(
+        "batch norm, forward + backward, batch {}, {} thread(s), median of {} rounds of {} steps:",
+        args.batch, args.threads, args.rounds, args.steps
+    );
+    let (mut total_burn, mut total_ours) = (0.0, 0.0);
+    for (c, side, burns, ours) in rows {
+        println!(
+            "  [{}, {c}, {side}, {side}]: Burn's {burns:.3} ms, runtime's {ours:.3} ms, {:.2}x faster",
+            args.batch,
+            burns / ours
+        );
+        total_burn += burns;
+        total_ours += ours;
+    }
+    println!(
+        "  the seed's three together: Burn's {total_burn:.3} ms, runtime's {total_ours:.3} ms, {:.2}x faster",
+        total_burn / total_ours
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sizes rayon's global pool (a warning when it was already built).
+fn size_pool(threads: usize) {
+    if threads > 0
+        && let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+    {
+        eprintln!("warning: could not size the thread pool: {e}");
+    }
 }
 
 /// Options of `bench jobs`.
@@ -264,18 +386,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let args = match args.what {
         What::Train(a) => a,
         What::Jobs(a) => return run_jobs(&a),
+        What::BatchNorm(a) => return run_bn(&a),
     };
     anyhow::ensure!(
         args.batch > 0 && args.steps > 0,
         "`--batch` and `--steps` must be at least 1"
     );
-    if args.threads > 0
-        && let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(args.threads)
-            .build_global()
-    {
-        eprintln!("warning: could not size the thread pool: {e}");
-    }
+    size_pool(args.threads);
     let net = nas_dsl::check_str(REFERENCE)
         .ok()
         .and_then(|mut n| n.pop())

@@ -61,7 +61,7 @@ pub struct TaskArgs {
     #[arg(long)]
     pub net: Option<String>,
 
-    /// Training epochs per trial (the search fidelity) [default: 1].
+    /// Training epochs per trial (the search fidelity) [default: 2].
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
 
@@ -101,7 +101,7 @@ pub struct TaskArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Training images per trial [default: 8000 synthetic, all of CIFAR].
+    /// Training images per trial [default: 16000 synthetic, all of CIFAR].
     #[arg(long, value_name = "N")]
     pub train_size: Option<usize>,
 
@@ -113,7 +113,7 @@ pub struct TaskArgs {
     #[arg(long, value_name = "B")]
     pub batch: Option<usize>,
 
-    /// Peak learning rate [default: 0.1].
+    /// Peak learning rate [default: 0.2].
     #[arg(long)]
     pub lr: Option<f64>,
 
@@ -379,8 +379,9 @@ impl SearchArgs {
 /// With no arguments: the embedded synthetic task, the seed network
 /// models/nas/small_cnn.nas, the `ollama` proposer when a server answers at
 /// http://127.0.0.1:11434 (else `mutate`, with a notice), up to 20 proposals, each
-/// trained for one epoch on 8,000 images (batch 32, peak learning rate 0.1, no
-/// augmentation) and scored on 5,000 test images, proposing for at most 150 s.
+/// trained for two epochs on 16,000 images (batch 32, peak learning rate 0.2, no
+/// augmentation) and scored on 5,000 test images, two trials at a time on 2 cores
+/// (one per core), proposing for at most 150 s.
 /// Everything goes to `runs/<name>/`: nas.db (every proposal and trial),
 /// config.toml (the effective settings), evolve.log, best.nas and report.html.
 /// A killed run continues with `--resume runs/<name>`.

@@ -61,7 +61,7 @@ pub struct Args {
     pub json: bool,
 
     /// Trainings at once, each in a worker process on its share of the cores
-    /// (0: one per core; 1: in this process, one at a time) [default: 0].
+    /// (0: one per core; 1: in this process, one at a time).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub jobs: usize,
 }

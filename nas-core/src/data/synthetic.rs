@@ -4,11 +4,15 @@
 //!
 //! Classes: 0 disc, 1 ring, 2 square, 3 square outline, 4 triangle, 5 plus
 //! (upright ±20°), 6 diagonal cross (45° ±20°), 7 striped disc, 8 checkered disc,
-//! 9 pair of blobs. Position, size (radius 7–12 px), rotation, foreground and
+//! 9 pair of blobs. Position, size (radius 4.5–9 px), rotation, foreground and
 //! background colours are random (colour carries no class information); the
-//! background is a random two-colour gradient, every pixel gets noise, and half of
-//! the images carry a distracting line. A linear model or a net without enough
-//! spatial capacity stays far from a good CNN after a few epochs.
+//! background is a random two-colour gradient, every pixel gets noise (up to ±5–25 %
+//! of the range), and half of the images carry a distracting line. A linear model or
+//! a net without enough spatial capacity stays far from a good CNN after a few
+//! epochs, and the task does not saturate: after 8 epochs on 16,000 images the
+//! default seed (16-32-64) scores about 88 % and a 64-48-64 net about 92 %, so a
+//! longer training keeps rewarding capacity (with shapes of radius 7–12 px and
+//! half the noise, every such net passed 96 % and width barely mattered).
 
 use super::{DataError, Dataset, PIXELS, Split};
 use rand::{RngExt, SeedableRng};
@@ -91,7 +95,7 @@ fn render(class: usize, rng: &mut Pcg64, out: &mut [u8]) {
     }
     let grad: f32 = rng.random_range(0.0..std::f32::consts::TAU);
     let (gx, gy) = (grad.cos(), grad.sin());
-    let radius: f32 = rng.random_range(7.0..12.0);
+    let radius: f32 = rng.random_range(4.5..9.0);
     let cx: f32 = rng.random_range(radius..32.0 - radius);
     let cy: f32 = rng.random_range(radius..32.0 - radius);
     let angle: f32 = match class {
@@ -107,7 +111,7 @@ fn render(class: usize, rng: &mut Pcg64, out: &mut [u8]) {
     } else {
         None
     };
-    let noise: f32 = rng.random_range(0.03..0.12);
+    let noise: f32 = rng.random_range(0.05..0.25);
     let plane = PIXELS / 3;
     for y in 0..32 {
         for x in 0..32 {

@@ -208,7 +208,7 @@ pub struct TrainSettings {
     /// The extracted CIFAR directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
-    /// Training images to use (synthetic: 8,000 unless set; CIFAR: all).
+    /// Training images to use (synthetic: 16,000 unless set; CIFAR: all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_size: Option<usize>,
     /// Test images to use (synthetic: 5,000 unless set; CIFAR: all).
@@ -230,9 +230,9 @@ pub struct TrainSettings {
 }
 
 impl Default for TrainSettings {
-    /// The default search fidelity (with [`SearchConfig::default`]'s one epoch):
-    /// batch 32, peak learning rate 0.1, cosine decay, no augmentation; on the
-    /// synthetic task 8,000 training and 5,000 test images. Chosen with
+    /// The default search fidelity (with [`SearchConfig::default`]'s two epochs):
+    /// batch 32, peak learning rate 0.2, cosine decay, no augmentation; on the
+    /// synthetic task 16,000 training and 5,000 test images. Chosen with
     /// `nas-core fidelity` (the README has the figures).
     fn default() -> Self {
         TrainSettings {
@@ -241,7 +241,7 @@ impl Default for TrainSettings {
             train_size: None,
             test_size: None,
             batch: 32,
-            lr: 0.1,
+            lr: 0.2,
             schedule: "cosine".into(),
             seed: 0,
             backend: "flex".into(),
@@ -372,7 +372,7 @@ impl Default for SearchConfig {
             net: None,
             trials: 20,
             time_budget: Some(Seconds(150.0)),
-            epochs: 1,
+            epochs: 2,
             final_epochs: None,
             final_top: 3,
             population: 8,
@@ -567,7 +567,7 @@ pub fn default_name(prefix: &str) -> String {
 }
 
 /// Training images of the synthetic task in a search, unless set.
-pub const SYNTHETIC_TRAIN: usize = 8_000;
+pub const SYNTHETIC_TRAIN: usize = 16_000;
 /// Test images of the synthetic task in a search, unless set.
 pub const SYNTHETIC_TEST: usize = 5_000;
 
