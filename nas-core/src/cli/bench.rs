@@ -447,4 +447,36 @@ mod tests {
         let net = nas_dsl::check_str(REFERENCE).unwrap().remove(0);
         assert_eq!(net.params(), 106_148);
     }
+
+    #[test]
+    fn the_batch_norm_bench_times_both_implementations_at_the_seeds_shapes() {
+        let args = BnArgs {
+            batch: 4,
+            rounds: 1,
+            steps: 1,
+            threads: 1,
+        };
+        let rows =
+            bench_bn::<burn::backend::Autodiff<burn::backend::Flex>>(&args, &Default::default())
+                .unwrap();
+        let shapes: Vec<_> = rows.iter().map(|r| (r.0, r.1)).collect();
+        assert_eq!(shapes, SEED_BN_SHAPES);
+        // The seed's own batch norms see these shapes (channels, side).
+        let seed = nas_dsl::check_str(include_str!("../../../models/nas/small_cnn.nas"))
+            .unwrap()
+            .remove(0);
+        let seen: Vec<(usize, usize)> = seed
+            .layers()
+            .iter()
+            .filter(|l| matches!(l.op, nas_dsl::Op::Layer(nas_dsl::ast::Layer::Bn)))
+            .map(|l| {
+                let d = l.input_shape().dims();
+                (d[0] as usize, d[1] as usize)
+            })
+            .collect();
+        assert_eq!(seen, SEED_BN_SHAPES);
+        for (_, _, burns, ours) in rows {
+            assert!(burns.is_finite() && burns > 0.0 && ours.is_finite() && ours > 0.0);
+        }
+    }
 }
