@@ -3,13 +3,13 @@
 //!
 //! `nas-core bench train`: training throughput (images/s) of a fixed reference net
 //! and batch — forward, backward and optimiser step on constant random data — with
-//! the time split per phase.
-//!
-//! `nas-core bench batch-norm`: one batch-normalisation layer's training step
-//! (forward and backward) at the default seed's three shapes, Burn's
-//! `BatchNorm::forward` against [`crate::runtime::batch_norm::forward`], in
-//! alternating rounds of one run. `bench/pytorch_reference.py` runs the identical net,
+//! the time split per phase. `bench/pytorch_reference.py` runs the identical net,
 //! batch, optimiser and thread count in PyTorch; `bench/compare.sh` runs both.
+//!
+//! `nas-core bench batch-norm`: a training step (forward and backward) of each
+//! batch-normalisation layer of the default seed, at the shape the checker gives it,
+//! Burn's `BatchNorm::forward` against [`crate::runtime::batch_norm::forward`], in
+//! alternating rounds of one run.
 
 use crate::runtime::RuntimeNet;
 use crate::train::{BackendJob, BackendKind, on_backend};
@@ -57,8 +57,8 @@ pub enum What {
     /// Finished trials per minute of a search with `--jobs N` against `--jobs 1`,
     /// side by side in one run (the mutate proposer, the default task unless set).
     Jobs(Box<JobsArgs>),
-    /// A batch-norm layer's forward+backward at the default seed's shapes: Burn's
-    /// module forward against the runtime's, alternating, in one run.
+    /// Forward+backward of each of the default seed's batch norms: Burn's module
+    /// forward against the runtime's, alternating, in one run.
     BatchNorm(BnArgs),
 }
 
@@ -79,25 +79,46 @@ pub struct BnArgs {
     pub threads: usize,
 }
 
-/// The shapes (channels, side) the default seed's batch norms see.
-const SEED_BN_SHAPES: [(usize, usize); 3] = [(16, 16), (32, 8), (64, 4)];
+/// The input shapes `[channels, height, width]` of the default seed's batch norms,
+/// as the checker gives them.
+fn seed_bn_shapes() -> anyhow::Result<Vec<[usize; 3]>> {
+    let seed = nas_dsl::check_str(crate::evolve::SEED_SOURCE)
+        .ok()
+        .and_then(|mut n| n.pop())
+        .context("the embedded seed fails the checker")?;
+    Ok(seed
+        .layers()
+        .iter()
+        .filter(|l| matches!(l.op, nas_dsl::Op::Layer(nas_dsl::ast::Layer::Bn)))
+        .filter_map(|l| match l.input_shape().dims()[..] {
+            [c, h, w] => Some([c as usize, h as usize, w as usize]),
+            _ => None,
+        })
+        .collect())
+}
 
-/// Median milliseconds per step of Burn's and the runtime's batch norm, per shape.
-fn bench_bn<B: AutodiffBackend>(
-    args: &BnArgs,
-    device: &B::Device,
-) -> anyhow::Result<Vec<(usize, usize, f64, f64)>> {
+/// One row of `bench batch-norm`: a layer's input shape and the median
+/// milliseconds per step of Burn's and the runtime's forward.
+struct BnRow {
+    shape: [usize; 3],
+    burns_ms: f64,
+    ours_ms: f64,
+}
+
+/// Times Burn's and the runtime's batch norm at each of the seed's shapes.
+fn bench_bn<B: AutodiffBackend>(args: &BnArgs, device: &B::Device) -> anyhow::Result<Vec<BnRow>> {
     use burn::nn::BatchNormConfig;
     B::seed(device, 0);
     let mut out = Vec::new();
-    for (c, side) in SEED_BN_SHAPES {
+    for shape in seed_bn_shapes()? {
+        let [c, h, w] = shape;
         let m = BatchNormConfig::new(c).init::<B>(device);
         let x = Tensor::<B, 4>::random(
-            [args.batch, c, side, side],
+            [args.batch, c, h, w],
             Distribution::Normal(0.5, 2.0),
             device,
         );
-        let w = Tensor::<B, 4>::random(x.dims(), Distribution::Default, device);
+        let weight = Tensor::<B, 4>::random(x.dims(), Distribution::Default, device);
         let step = |ours: bool| -> anyhow::Result<()> {
             let x = x.clone().require_grad();
             let y = if ours {
@@ -105,7 +126,7 @@ fn bench_bn<B: AutodiffBackend>(
             } else {
                 m.forward(x.clone())
             };
-            let g = (y * w.clone()).sum().backward();
+            let g = (y * weight.clone()).sum().backward();
             let dx = x.grad(&g).context("no input gradient")?;
             let probe: f32 = dx.sum().into_scalar().elem();
             anyhow::ensure!(probe.is_finite(), "the gradient became {probe}");
@@ -125,7 +146,11 @@ fn bench_bn<B: AutodiffBackend>(
             }
         }
         let median = |xs: &[f64]| crate::stats::summary(xs).map_or(f64::NAN, |s| s.median);
-        out.push((c, side, median(&burns), median(&ours)));
+        out.push(BnRow {
+            shape,
+            burns_ms: median(&burns),
+            ours_ms: median(&ours),
+        });
     }
     Ok(out)
 }
@@ -138,7 +163,7 @@ fn run_bn(args: &BnArgs) -> anyhow::Result<ExitCode> {
     size_pool(args.threads);
     struct Job<'a>(&'a BnArgs);
     impl BackendJob for Job<'_> {
-        type Output = anyhow::Result<Vec<(usize, usize, f64, f64)>>;
+        type Output = anyhow::Result<Vec<BnRow>>;
         fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
             bench_bn::<B>(self.0, device)
         }
@@ -149,17 +174,23 @@ fn run_bn(args: &BnArgs) -> anyhow::Result<ExitCode> {
         args.batch, args.threads, args.rounds, args.steps
     );
     let (mut total_burn, mut total_ours) = (0.0, 0.0);
-    for (c, side, burns, ours) in rows {
+    let layers = rows.len();
+    for BnRow {
+        shape: [c, h, w],
+        burns_ms,
+        ours_ms,
+    } in rows
+    {
         println!(
-            "  [{}, {c}, {side}, {side}]: Burn's {burns:.3} ms, runtime's {ours:.3} ms, {:.2}x faster",
+            "  [{}, {c}, {h}, {w}]: Burn's {burns_ms:.3} ms, runtime's {ours_ms:.3} ms, {:.2}x faster",
             args.batch,
-            burns / ours
+            burns_ms / ours_ms
         );
-        total_burn += burns;
-        total_ours += ours;
+        total_burn += burns_ms;
+        total_ours += ours_ms;
     }
     println!(
-        "  the seed's three together: Burn's {total_burn:.3} ms, runtime's {total_ours:.3} ms, {:.2}x faster",
+        "  the seed's {layers} together: Burn's {total_burn:.3} ms, runtime's {total_ours:.3} ms, {:.2}x faster",
         total_burn / total_ours
     );
     Ok(ExitCode::SUCCESS)
@@ -449,7 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn the_batch_norm_bench_times_both_implementations_at_the_seeds_shapes() {
+    fn the_batch_norm_bench_times_both_implementations_at_each_of_the_seeds_batch_norms() {
         let args = BnArgs {
             batch: 4,
             rounds: 1,
@@ -459,24 +490,12 @@ mod tests {
         let rows =
             bench_bn::<burn::backend::Autodiff<burn::backend::Flex>>(&args, &Default::default())
                 .unwrap();
-        let shapes: Vec<_> = rows.iter().map(|r| (r.0, r.1)).collect();
-        assert_eq!(shapes, SEED_BN_SHAPES);
-        // The seed's own batch norms see these shapes (channels, side).
-        let seed = nas_dsl::check_str(include_str!("../../../models/nas/small_cnn.nas"))
-            .unwrap()
-            .remove(0);
-        let seen: Vec<(usize, usize)> = seed
-            .layers()
-            .iter()
-            .filter(|l| matches!(l.op, nas_dsl::Op::Layer(nas_dsl::ast::Layer::Bn)))
-            .map(|l| {
-                let d = l.input_shape().dims();
-                (d[0] as usize, d[1] as usize)
-            })
-            .collect();
-        assert_eq!(seen, SEED_BN_SHAPES);
-        for (_, _, burns, ours) in rows {
-            assert!(burns.is_finite() && burns > 0.0 && ours.is_finite() && ours > 0.0);
+        // small_cnn.nas: bn after each of its three convolutions (stride 2, two pools).
+        let shapes: Vec<_> = rows.iter().map(|r| r.shape).collect();
+        assert_eq!(shapes, [[16, 16, 16], [32, 8, 8], [64, 4, 4]]);
+        for r in rows {
+            assert!(r.burns_ms.is_finite() && r.burns_ms > 0.0);
+            assert!(r.ours_ms.is_finite() && r.ours_ms > 0.0);
         }
     }
 }

@@ -380,8 +380,8 @@ impl SearchArgs {
 /// models/nas/small_cnn.nas, the `ollama` proposer when a server answers at
 /// http://127.0.0.1:11434 (else `mutate`, with a notice), up to 20 proposals, each
 /// trained for two epochs on 16,000 images (batch 32, peak learning rate 0.2, no
-/// augmentation) and scored on 5,000 test images, two trials at a time on 2 cores
-/// (one per core), proposing for at most 150 s.
+/// augmentation) and scored on 5,000 test images, one trial per core at a time,
+/// proposing for at most 150 s.
 /// Everything goes to `runs/<name>/`: nas.db (every proposal and trial),
 /// config.toml (the effective settings), evolve.log, best.nas and report.html.
 /// A killed run continues with `--resume runs/<name>`.
