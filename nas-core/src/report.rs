@@ -345,7 +345,7 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-fn plot_err<E: std::fmt::Display>(plot: &'static str) -> impl Fn(E) -> ReportError {
+pub(crate) fn plot_err<E: std::fmt::Display>(plot: &'static str) -> impl Fn(E) -> ReportError {
     move |e| ReportError::Plot {
         plot,
         reason: e.to_string(),

@@ -61,7 +61,7 @@ pub struct TaskArgs {
     #[arg(long)]
     pub net: Option<String>,
 
-    /// Training epochs per trial (the search fidelity) [default: 2].
+    /// Training epochs per trial (the search fidelity) [default: 3].
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
 
@@ -379,7 +379,7 @@ impl SearchArgs {
 /// With no arguments: the embedded synthetic task, the seed network
 /// models/nas/small_cnn.nas, the `ollama` proposer when a server answers at
 /// http://127.0.0.1:11434 (else `mutate`, with a notice), up to 20 proposals, each
-/// trained for two epochs on 16,000 images (batch 32, peak learning rate 0.2, no
+/// trained for three epochs on 16,000 images (batch 32, peak learning rate 0.2, no
 /// augmentation) and scored on 5,000 test images, one trial per core at a time,
 /// proposing for at most 150 s.
 /// Everything goes to `runs/<name>/`: nas.db (every proposal and trial),

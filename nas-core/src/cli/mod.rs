@@ -11,6 +11,7 @@ mod corpus;
 mod db;
 mod evolve;
 mod fidelity;
+mod finetune;
 mod fmt;
 mod mutate;
 mod propose;
@@ -64,6 +65,8 @@ pub enum Command {
     Evolve(evolve::Args),
     /// Check a search fidelity: rank agreement with longer training, seed noise.
     Fidelity(fidelity::Args),
+    /// Fine-tune the proposer's model on `corpus pairs` output (LoRA), make it servable.
+    Finetune(finetune::Args),
     /// Write a run's report.html and best.nas and print its leaderboard.
     Report(report::Args),
     /// Compare proposers over repeated runs with the same budget (statistics).
@@ -108,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Propose(a) => propose::run(a),
         Command::Evolve(a) => evolve::run(a),
         Command::Fidelity(a) => fidelity::run(a),
+        Command::Finetune(a) => finetune::run(a),
         Command::Report(a) => report::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Worker(a) => worker::run(a),

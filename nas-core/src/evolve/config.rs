@@ -230,7 +230,7 @@ pub struct TrainSettings {
 }
 
 impl Default for TrainSettings {
-    /// The default search fidelity (with [`SearchConfig::default`]'s two epochs):
+    /// The default search fidelity (with [`SearchConfig::default`]'s three epochs):
     /// batch 32, peak learning rate 0.2, cosine decay, no augmentation; on the
     /// synthetic task 16,000 training and 5,000 test images. Chosen with
     /// `nas-core fidelity` (the README has the figures).
@@ -372,7 +372,7 @@ impl Default for SearchConfig {
             net: None,
             trials: 20,
             time_budget: Some(Seconds(150.0)),
-            epochs: 2,
+            epochs: 3,
             final_epochs: None,
             final_top: 3,
             population: 8,
