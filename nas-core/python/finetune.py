@@ -98,8 +98,9 @@ def read_pairs(path):
     return pairs
 
 
-def encode(tok, pairs, eos_ids, max_len):
-    """Token ids and the answer's start per pair; pairs longer than max_len are left out."""
+def encode(tok, pairs, eos_ids, max_len, record):
+    """Token ids and the answer's start per pair; pairs longer than max_len are left out.
+    Every pair's ids go to `record` (JSON lines, in file order)."""
     out, dropped = [], 0
     for kind, prompt, answer in pairs:
         if kind == "raw":
@@ -108,6 +109,7 @@ def encode(tok, pairs, eos_ids, max_len):
         else:
             p = tok.ids(tok.render_chat(prompt), True)
             a = tok.ids(answer, False) + eos_ids["chat"]
+        record.write(json.dumps({"prompt_ids": p, "answer_ids": a}) + "\n")
         if len(p) + len(a) > max_len:
             dropped += 1
             continue
@@ -210,7 +212,8 @@ def main():
     eos_ids = {"raw": [eos], "chat": end_of_turn}
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else eos
 
-    data, dropped = encode(tok, pairs, eos_ids, args.max_seq_len)
+    with open(os.path.join(args.out, "tokens.jsonl"), "w") as record:
+        data, dropped = encode(tok, pairs, eos_ids, args.max_seq_len, record)
     if not data:
         fail(f"every pair is longer than --max-seq-len {args.max_seq_len} tokens")
     rng = random.Random(args.seed)

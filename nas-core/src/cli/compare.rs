@@ -26,6 +26,87 @@ fn proposer_arg(s: &str) -> Result<ProposerKind, String> {
     }
 }
 
+/// Named arms: `NAME=PROPOSER[,model=M][,url=U][,style=S]`, e.g. the base model, a
+/// fine-tuned one and random search in one comparison.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Arm {
+    /// The arm's name (its runs' directories and its rows in the report).
+    pub name: String,
+    /// The proposer (`ollama`, `openai`, `mutate`, `random`).
+    pub proposer: String,
+    /// The LLM's model name on its server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The LLM server's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The prompt style.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
+}
+
+impl Arm {
+    /// The arm that is just a proposer (named after it).
+    pub fn plain(p: ProposerKind) -> Arm {
+        Arm {
+            name: p.as_str().into(),
+            proposer: p.as_str().into(),
+            model: None,
+            url: None,
+            style: None,
+        }
+    }
+
+    /// Its settings applied to a run's configuration.
+    pub fn apply(&self, cfg: &mut SearchConfig) -> Result<(), EvolveError> {
+        cfg.proposer = ProposerKind::parse(&self.proposer)?;
+        if let Some(m) = &self.model {
+            cfg.llm.model = m.clone();
+        }
+        if let Some(u) = &self.url {
+            cfg.llm.url = Some(u.clone());
+        }
+        if let Some(st) = &self.style {
+            cfg.llm.style = st.clone();
+        }
+        Ok(())
+    }
+}
+
+/// Parses `NAME=PROPOSER[,model=M][,url=U][,style=S]`.
+pub fn arm_arg(s: &str) -> Result<Arm, String> {
+    let (name, rest) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: an arm is NAME=PROPOSER[,model=M][,url=U][,style=S]"))?;
+    let name = name.trim();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "`{name}`: an arm's name is letters, digits, `-` and `_` (it names directories)"
+        ));
+    }
+    let mut parts = rest.split(',');
+    let proposer = proposer_arg(parts.next().unwrap_or("").trim())?;
+    let mut arm = Arm::plain(proposer);
+    arm.name = name.into();
+    for part in parts {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("`{part}`: expected model=…, url=… or style=…"))?;
+        let v = Some(v.trim().to_string());
+        match k.trim() {
+            "model" => arm.model = v,
+            "url" => arm.url = v,
+            "style" => arm.style = v,
+            other => return Err(format!("`{other}`: an arm takes model=, url= and style=")),
+        }
+    }
+    Ok(arm)
+}
+
 /// Compare proposers over repeated runs from the same seed network.
 ///
 /// For every seed k in 0..N and every proposer, runs a search with search seed
@@ -39,6 +120,12 @@ pub struct Args {
     /// Comma-separated proposers, e.g. `mutate,random` or `ollama,random`.
     #[arg(long, value_delimiter = ',', value_parser = proposer_arg, default_value = "mutate,random")]
     pub proposers: Vec<ProposerKind>,
+
+    /// A named arm instead of `--proposers` (repeat it): `NAME=PROPOSER[,model=M]
+    /// [,url=U][,style=S]`, e.g. `--arm base=ollama,model=gemma3:270m --arm
+    /// tuned=ollama,model=nas-tuned --arm random=random`.
+    #[arg(long = "arm", value_parser = arm_arg, value_name = "NAME=PROPOSER,…", conflicts_with = "proposers")]
+    pub arms: Vec<Arm>,
 
     /// Runs per proposer (seeds 0..N).
     #[arg(long, default_value_t = 5, value_name = "N")]
@@ -65,6 +152,8 @@ struct RunRef {
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
     proposers: Vec<String>,
+    #[serde(default)]
+    arms: Vec<Arm>,
     seeds: u64,
     runs: Vec<RunRef>,
     #[serde(default, skip_deserializing)]
@@ -143,14 +232,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.seeds == 0 {
         bail!("`--seeds` must be at least 1");
     }
-    let mut proposers: Vec<ProposerKind> = Vec::new();
-    for p in &args.proposers {
-        if !proposers.contains(p) {
-            proposers.push(*p);
+    let mut arms: Vec<Arm> = Vec::new();
+    if args.arms.is_empty() {
+        for p in &args.proposers {
+            if !arms.iter().any(|a| a.proposer == p.as_str()) {
+                arms.push(Arm::plain(*p));
+            }
         }
-    }
-    if proposers.len() < 2 {
-        bail!("`--proposers` needs at least two different proposers, e.g. `mutate,random`");
+        if arms.len() < 2 {
+            bail!("`--proposers` needs at least two different proposers, e.g. `mutate,random`");
+        }
+    } else {
+        for a in &args.arms {
+            if arms.iter().any(|b| b.name == a.name) {
+                bail!("two arms are named `{}`", a.name);
+            }
+            arms.push(a.clone());
+        }
+        if arms.len() < 2 {
+            bail!("a comparison needs at least two arms");
+        }
     }
     let mut base: SearchConfig = args.search.config()?;
     // Equal budgets: a time budget would give a slower proposer fewer trials.
@@ -166,16 +267,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     let mut runs = Vec::new();
     for k in 0..args.seeds {
-        for p in &proposers {
+        for a in &arms {
             runs.push(RunRef {
-                proposer: p.as_str().into(),
+                proposer: a.name.clone(),
                 seed: k,
-                dir: format!("{}-s{k}", p.as_str()),
+                dir: format!("{}-s{k}", a.name),
             });
         }
     }
     let record = Record {
-        proposers: proposers.iter().map(|p| p.as_str().to_string()).collect(),
+        proposers: arms.iter().map(|a| a.name.clone()).collect(),
+        arms: arms.clone(),
         seeds: args.seeds,
         runs: runs.clone(),
         comparison: None,
@@ -188,7 +290,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     eprintln!(
         "comparison `{name}` in {}: {} × {} runs of {} proposals",
         dir.display(),
-        proposers.len(),
+        arms.len(),
         args.seeds,
         base.trials
     );
@@ -197,7 +299,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut cfg = base.clone();
         cfg.runs_dir = dir.clone();
         cfg.name = Some(r.dir.clone());
-        cfg.proposer = ProposerKind::parse(&r.proposer)?;
+        let arm = arms
+            .iter()
+            .find(|a| a.name == r.proposer)
+            .context("a run of an unknown arm")?;
+        arm.apply(&mut cfg)?;
         cfg.seed = base.seed.wrapping_add(r.seed);
         cfg.train.seed = base.train.seed.wrapping_add(r.seed);
         let run_dir = dir.join(&r.dir);
@@ -232,4 +338,45 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     eprintln!("report: {}", dir.join(report::REPORT_FILE).display());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arms_name_a_proposer_and_its_model_and_server() {
+        let a = arm_arg("tuned=ollama,model=nas-tuned:latest,url=http://10.0.0.2:11434").unwrap();
+        assert_eq!(
+            (
+                a.name.as_str(),
+                a.proposer.as_str(),
+                a.model.as_deref(),
+                a.url.as_deref()
+            ),
+            (
+                "tuned",
+                "ollama",
+                Some("nas-tuned:latest"),
+                Some("http://10.0.0.2:11434")
+            )
+        );
+        let mut cfg = SearchConfig::default();
+        a.apply(&mut cfg).unwrap();
+        assert_eq!(cfg.proposer, ProposerKind::Ollama);
+        assert_eq!(cfg.llm.model, "nas-tuned:latest");
+        assert_eq!(cfg.llm.url.as_deref(), Some("http://10.0.0.2:11434"));
+        let r = arm_arg("random=random").unwrap();
+        assert_eq!((r.name.as_str(), r.model), ("random", None));
+        for bad in [
+            "ollama",
+            "a b=ollama",
+            "x=gpt",
+            "x=ollama,temperature=1",
+            "x=ollama,model",
+        ] {
+            assert!(arm_arg(bad).is_err(), "{bad}");
+        }
+        assert!(arm_arg("x=auto").unwrap_err().contains("auto"));
+    }
 }

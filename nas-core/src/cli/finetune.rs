@@ -59,7 +59,11 @@ pub struct Args {
     pub lora_dropout: f64,
 
     /// The projections that get adapters (comma-separated module names).
-    #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    )]
     pub targets: Vec<String>,
 
     /// Peak learning rate (AdamW; linear warm-up over a tenth of the steps, then
@@ -160,9 +164,9 @@ impl View {
         } else {
             ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
         };
-        if let Ok(style) =
-            ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} (eta {eta})")
-        {
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} (eta {eta})",
+        ) {
             bar.set_style(style);
         }
         View {
@@ -271,11 +275,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         return Err(finetune::FinetuneError::NoBase(base, hint.into()).into());
     }
-    let tools = Tools::locate(args.python.clone(), args.llama_bin.clone(), args.converter.clone())?;
+    let tools = Tools::locate(
+        args.python.clone(),
+        args.llama_bin.clone(),
+        args.converter.clone(),
+    )?;
     let mut view = View::new();
-    let outcome = finetune::run(&settings, &args.pairs, &base, &args.out, &tools, args.threads, |e| {
-        view.event(e)
-    })?;
+    let outcome = finetune::run(
+        &settings,
+        &args.pairs,
+        &base,
+        &args.out,
+        &tools,
+        args.threads,
+        |e| view.event(e),
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {

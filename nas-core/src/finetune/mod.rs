@@ -111,9 +111,17 @@ impl Default for Settings {
             lora_rank: 16,
             lora_alpha: 32.0,
             lora_dropout: 0.05,
-            targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-                .map(String::from)
-                .to_vec(),
+            targets: [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            .map(String::from)
+            .to_vec(),
             lr: 2e-4,
             max_seq_len: 1024,
             holdout: 0.1,
@@ -140,8 +148,9 @@ pub struct PairFile {
 /// an assistant answer; at least one pair.
 pub fn check_pairs(path: &Path) -> Result<PairFile, FinetuneError> {
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path)
-        .map_err(|e| FinetuneError::io(format!("cannot read the pair file `{}`", path.display()), e))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        FinetuneError::io(format!("cannot read the pair file `{}`", path.display()), e)
+    })?;
     let bad = |line: usize, reason: String| FinetuneError::BadPairs {
         path: path.to_path_buf(),
         line,
@@ -153,15 +162,23 @@ pub fn check_pairs(path: &Path) -> Result<PairFile, FinetuneError> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(line).map_err(|e| bad(i + 1, format!("not JSON: {e}")))?;
-        if v.get("prompt").is_some_and(Value::is_string) && v.get("completion").is_some_and(Value::is_string) {
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| bad(i + 1, format!("not JSON: {e}")))?;
+        if v.get("prompt").is_some_and(Value::is_string)
+            && v.get("completion").is_some_and(Value::is_string)
+        {
             raw += 1;
         } else {
-            let ok = v.get("messages").and_then(Value::as_array).is_some_and(|m| {
-                m.len() >= 2
-                    && m.iter().all(|x| x.get("content").is_some_and(Value::is_string))
-                    && m.last().and_then(|x| x.get("role")).and_then(Value::as_str) == Some("assistant")
-            });
+            let ok = v
+                .get("messages")
+                .and_then(Value::as_array)
+                .is_some_and(|m| {
+                    m.len() >= 2
+                        && m.iter()
+                            .all(|x| x.get("content").is_some_and(Value::is_string))
+                        && m.last().and_then(|x| x.get("role")).and_then(Value::as_str)
+                            == Some("assistant")
+                });
             if !ok {
                 return Err(bad(
                     i + 1,
@@ -209,7 +226,10 @@ impl Record {
                 FinetuneError::Mismatch(out.to_path_buf(), format!("unreadable {RECORD_FILE}: {e}"))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(FinetuneError::io(format!("cannot read `{}`", path.display()), e)),
+            Err(e) => Err(FinetuneError::io(
+                format!("cannot read `{}`", path.display()),
+                e,
+            )),
         }
     }
 
@@ -299,16 +319,16 @@ pub fn run(
     let mut record = match Record::load(out)? {
         Some(r) => {
             let what = if r.settings != *settings {
-                Some("settings")
+                Some("its settings differ")
             } else if r.pairs.sha256 != pair_file.sha256 {
-                Some("pair file")
+                Some("its pair file differs")
             } else if r.base != base || r.base_bytes != base_bytes {
-                Some("base model")
+                Some("its base model differs")
             } else {
                 None
             };
             if let Some(what) = what {
-                return Err(FinetuneError::Mismatch(out.to_path_buf(), format!("another {what}")));
+                return Err(FinetuneError::Mismatch(out.to_path_buf(), what.into()));
             }
             r
         }
@@ -329,7 +349,10 @@ pub fn run(
 
     // 1. Train.
     let done = record.stage("train").is_some();
-    on_event(&Event::Stage { name: "train", done_before: done });
+    on_event(&Event::Stage {
+        name: "train",
+        done_before: done,
+    });
     if !done {
         let report = train(settings, pairs, &base, out, tools, threads, &mut on_event)?;
         record.stages.push(("train".into(), report));
@@ -382,8 +405,18 @@ pub fn run(
     })?;
 
     let modelfile = out.join("Modelfile");
-    write_file(&modelfile, &modelfile_text(&merged, &settings.chat_template))?;
-    let serve = serve_commands(tools, &base, &adapter_gguf, &merged, &modelfile, &settings.chat_template);
+    write_file(
+        &modelfile,
+        &modelfile_text(&merged, &settings.chat_template),
+    )?;
+    let serve = serve_commands(
+        tools,
+        &base,
+        &adapter_gguf,
+        &merged,
+        &modelfile,
+        &settings.chat_template,
+    );
     write_file(&out.join("SERVE.txt"), &(serve.join("\n") + "\n"))?;
     let loss_plot = out.join("loss.svg");
     let trainer_lines = read_lines(&out.join("train.jsonl"));
@@ -393,7 +426,10 @@ pub fn run(
     })?;
     write_file(&loss_plot, &svg)?;
     let log_value = serde_json::json!({"record": record, "trainer": trainer_lines});
-    write_file(&log, &serde_json::to_string_pretty(&log_value).unwrap_or_default())?;
+    write_file(
+        &log,
+        &serde_json::to_string_pretty(&log_value).unwrap_or_default(),
+    )?;
     Ok(Outcome {
         adapter,
         adapter_gguf,
@@ -414,7 +450,10 @@ fn stage(
     body: impl FnOnce() -> Result<Value, FinetuneError>,
 ) -> Result<(), FinetuneError> {
     let done = record.stage(name).is_some();
-    on_event(&Event::Stage { name, done_before: done });
+    on_event(&Event::Stage {
+        name,
+        done_before: done,
+    });
     if !done {
         let report = body()?;
         record.stages.push((name.into(), report));
@@ -428,7 +467,8 @@ fn size(p: &Path) -> u64 {
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), FinetuneError> {
-    std::fs::write(path, text).map_err(|e| FinetuneError::io(format!("cannot write `{}`", path.display()), e))
+    std::fs::write(path, text)
+        .map_err(|e| FinetuneError::io(format!("cannot write `{}`", path.display()), e))
 }
 
 fn read_lines(path: &Path) -> Vec<Value> {
@@ -465,7 +505,11 @@ fn tail(log: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let from = lines.len().saturating_sub(n);
-    format!("last lines of {}:\n{}", log.display(), lines[from..].join("\n"))
+    format!(
+        "last lines of {}:\n{}",
+        log.display(),
+        lines[from..].join("\n")
+    )
 }
 
 /// The training stage: a llama-server on the base serves the template and tokenizer,
@@ -555,7 +599,10 @@ fn train(
         }),
         _ => Err(FinetuneError::Stage {
             stage: "train",
-            reason: format!("the trainer ended ({status}) without finishing; {}", tail(&stderr_log, 15)),
+            reason: format!(
+                "the trainer ended ({status}) without finishing; {}",
+                tail(&stderr_log, 15)
+            ),
         }),
     }
 }
@@ -604,7 +651,8 @@ fn serve_commands(
     chat_template: &str,
 ) -> Vec<String> {
     let server = tools.bin("llama-server");
-    let flags = format!("--host 127.0.0.1 --port 8080 -c 4096 --no-jinja --chat-template {chat_template}");
+    let flags =
+        format!("--host 127.0.0.1 --port 8080 -c 4096 --no-jinja --chat-template {chat_template}");
     vec![
         "# base + adapter (OpenAI protocol on :8080; `--proposer openai --url http://127.0.0.1:8080`):".into(),
         format!(
@@ -639,12 +687,7 @@ pub fn plot_loss(lines: &[Value]) -> Result<String, ReportError> {
         .filter_map(|v| Some((v["step"].as_f64()?, v["held_out_loss"].as_f64()?)))
         .collect();
     let last = steps.iter().map(|p| p.0).fold(1.0, f64::max);
-    let hi = steps
-        .iter()
-        .chain(&held)
-        .map(|p| p.1)
-        .fold(0.1, f64::max)
-        * 1.08;
+    let hi = steps.iter().chain(&held).map(|p| p.1).fold(0.1, f64::max) * 1.08;
     let mut svg = String::new();
     {
         let err = crate::report::plot_err("fine-tuning loss");
@@ -669,7 +712,10 @@ pub fn plot_loss(lines: &[Value]) -> Result<String, ReportError> {
             .label("training batch")
             .legend(|(x, y)| PathElement::new(vec![(x - 8, y), (x + 8, y)], BLUE));
         chart
-            .draw_series(held.iter().map(|&(x, y)| Circle::new((x, y), 5, RED.filled())))
+            .draw_series(
+                held.iter()
+                    .map(|&(x, y)| Circle::new((x, y), 5, RED.filled())),
+            )
             .map_err(&err)?
             .label("held-out pairs")
             .legend(|(x, y)| Circle::new((x, y), 4, RED.filled()));
@@ -706,8 +752,9 @@ mod tests {
         let e = check_pairs(not_json.path()).unwrap_err().to_string();
         assert!(e.contains(":2: not JSON"), "{e}");
 
-        let no_answer =
-            file("{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}, {\"role\": \"user\", \"content\": \"v\"}]}\n");
+        let no_answer = file(
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"u\"}, {\"role\": \"user\", \"content\": \"v\"}]}\n",
+        );
         let e = check_pairs(no_answer.path()).unwrap_err().to_string();
         assert!(e.contains(":1: a pair needs `messages`"), "{e}");
 
@@ -715,7 +762,9 @@ mod tests {
         let e = check_pairs(empty.path()).unwrap_err().to_string();
         assert!(e.contains("no pairs"), "{e}");
 
-        let e = check_pairs(Path::new("/nonexistent/pairs.jsonl")).unwrap_err().to_string();
+        let e = check_pairs(Path::new("/nonexistent/pairs.jsonl"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot read the pair file"), "{e}");
     }
 
@@ -740,6 +789,10 @@ mod tests {
             .collect();
         let svg = plot_loss(&lines).unwrap();
         assert!(svg.starts_with("<svg"), "{svg}");
-        assert_eq!(svg.matches("<circle").count(), 2 + 1, "two points and a legend mark");
+        assert_eq!(
+            svg.matches("<circle").count(),
+            2 + 1,
+            "two points and a legend mark"
+        );
     }
 }

@@ -25,7 +25,9 @@ fn home_cache(var: &str, name: &str) -> PathBuf {
     if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
         return PathBuf::from(v);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".cache").join(name)
 }
 
@@ -76,13 +78,21 @@ impl Tools {
     ) -> Result<Tools, FinetuneError> {
         let python = match python {
             Some(p) if p.is_file() => p,
-            Some(p) => return Err(FinetuneError::NoEnvironment(format!("`{}` is not a file", p.display()))),
+            Some(p) => {
+                return Err(FinetuneError::NoEnvironment(format!(
+                    "`{}` is not a file",
+                    p.display()
+                )));
+            }
             None => {
                 let cache = finetune_cache();
                 newest(&cache, "venv-", &["COMPLETE", "bin/python"])
                     .map(|d| d.join("bin").join("python"))
                     .ok_or_else(|| {
-                        FinetuneError::NoEnvironment(format!("no environment in {}", cache.display()))
+                        FinetuneError::NoEnvironment(format!(
+                            "no environment in {}",
+                            cache.display()
+                        ))
                     })?
             }
         };
@@ -90,7 +100,10 @@ impl Tools {
         let llama_bin = match llama_bin {
             Some(d) => {
                 if let Some(t) = tools.iter().find(|t| !d.join(t).is_file()) {
-                    return Err(FinetuneError::NoTools(format!("no `{t}` in {}", d.display())));
+                    return Err(FinetuneError::NoTools(format!(
+                        "no `{t}` in {}",
+                        d.display()
+                    )));
                 }
                 d
             }
@@ -109,17 +122,26 @@ impl Tools {
         };
         let converter = match converter {
             Some(c) if c.is_file() => c,
-            Some(c) => return Err(FinetuneError::NoTools(format!("`{}` is not a file", c.display()))),
+            Some(c) => {
+                return Err(FinetuneError::NoTools(format!(
+                    "`{}` is not a file",
+                    c.display()
+                )));
+            }
             None => {
                 let src = llm_cache().join("src");
-                newest(&src, "llama_cpp_python-", &["vendor/llama.cpp/convert_lora_to_gguf.py"])
-                    .map(|d| d.join("vendor/llama.cpp/convert_lora_to_gguf.py"))
-                    .ok_or_else(|| {
-                        FinetuneError::NoTools(format!(
-                            "no llama.cpp sources with convert_lora_to_gguf.py in {}",
-                            src.display()
-                        ))
-                    })?
+                newest(
+                    &src,
+                    "llama_cpp_python-",
+                    &["vendor/llama.cpp/convert_lora_to_gguf.py"],
+                )
+                .map(|d| d.join("vendor/llama.cpp/convert_lora_to_gguf.py"))
+                .ok_or_else(|| {
+                    FinetuneError::NoTools(format!(
+                        "no llama.cpp sources with convert_lora_to_gguf.py in {}",
+                        src.display()
+                    ))
+                })?
             }
         };
         Ok(Tools {
@@ -183,13 +205,25 @@ impl Server {
             cmd.arg("--lora").arg(l);
         }
         cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["-c", "4096", "-np", "1", "-t", "1", "--no-webui", "--no-jinja"])
+            .args([
+                "-c",
+                "4096",
+                "-np",
+                "1",
+                "-t",
+                "1",
+                "--no-webui",
+                "--no-jinja",
+            ])
             .args(["--chat-template", chat_template])
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
         let child = cmd.spawn().map_err(|e| {
-            FinetuneError::io(format!("cannot start `{}`", tools.bin("llama-server").display()), e)
+            FinetuneError::io(
+                format!("cannot start `{}`", tools.bin("llama-server").display()),
+                e,
+            )
         })?;
         let mut server = Server {
             child,
@@ -201,7 +235,10 @@ impl Server {
             if let Ok(Some(status)) = server.child.try_wait() {
                 return Err(FinetuneError::Stage {
                     stage: "llama-server",
-                    reason: format!("it exited ({status}) before it was healthy; {}", server.tail()),
+                    reason: format!(
+                        "it exited ({status}) before it was healthy; {}",
+                        server.tail()
+                    ),
                 });
             }
             if http_status(port, "/health") == Some(200) {
@@ -227,7 +264,11 @@ impl Server {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(8);
-        format!("last lines of {}:\n{}", self.log.display(), lines[from..].join("\n"))
+        format!(
+            "last lines of {}:\n{}",
+            self.log.display(),
+            lines[from..].join("\n")
+        )
     }
 }
 
