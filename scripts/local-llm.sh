@@ -442,6 +442,8 @@ case "$cmd" in
         flock 9
         install_model
         ensure_binaries "${TOOLS[@]}"
+        # The tools' users also need the converter scripts of the same sources.
+        if ((${#TOOLS[@]})); then fetch_sources; fi
         for f in "$SERVE_MODEL" ${SERVE_LORA:+"$SERVE_LORA"}; do
             [[ -f "$f" ]] || { log "no such file: $f"; exit 1; }
         done
@@ -453,6 +455,8 @@ case "$cmd" in
         flock 9
         install_model
         ensure_binaries "${TOOLS[@]}"
+        # The tools' users also need the converter scripts of the same sources.
+        if ((${#TOOLS[@]})); then fetch_sources; fi
         echo "$BIN_DIR"
         ;;
     bindir)
