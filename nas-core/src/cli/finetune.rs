@@ -267,14 +267,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Check the input before looking for (or starting) any tool.
     finetune::check_pairs(&args.pairs)?;
     let base = args.base.clone().unwrap_or_else(tools::default_base);
-    if !base.is_file() {
-        let hint = if args.base.is_none() {
-            ": run `scripts/local-llm.sh build` to install the default (Gemma 3 270M)"
-        } else {
-            ""
-        };
-        return Err(finetune::FinetuneError::NoBase(base, hint.into()).into());
-    }
+    finetune::check_base(&base)?;
     let tools = Tools::locate(
         args.python.clone(),
         args.llama_bin.clone(),

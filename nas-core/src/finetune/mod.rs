@@ -283,6 +283,26 @@ pub struct Outcome {
     pub record: Record,
 }
 
+/// Checks that `base` is an existing GGUF file (saying how to install the default
+/// when it is missing); returns its size.
+pub fn check_base(base: &Path) -> Result<u64, FinetuneError> {
+    let Ok(meta) = std::fs::metadata(base) else {
+        let hint = if *base == tools::default_base() {
+            ": run `scripts/local-llm.sh build` to install the default (Gemma 3 270M)".into()
+        } else {
+            String::new()
+        };
+        return Err(FinetuneError::NoBase(base.to_path_buf(), hint));
+    };
+    if !meta.is_file() || base.extension().and_then(|e| e.to_str()) != Some("gguf") {
+        return Err(FinetuneError::NoBase(
+            base.to_path_buf(),
+            " as a GGUF file (--base takes a .gguf model)".into(),
+        ));
+    }
+    Ok(meta.len())
+}
+
 /// Runs (or continues) a fine-tune of `base` on `pairs` into `out`.
 pub fn run(
     settings: &Settings,
@@ -294,22 +314,7 @@ pub fn run(
     mut on_event: impl FnMut(&Event),
 ) -> Result<Outcome, FinetuneError> {
     let pair_file = check_pairs(pairs)?;
-    let base_bytes = std::fs::metadata(base)
-        .map_err(|_| {
-            let hint = if *base == tools::default_base() {
-                ": run `scripts/local-llm.sh build` to install the default (Gemma 3 270M)".into()
-            } else {
-                String::new()
-            };
-            FinetuneError::NoBase(base.to_path_buf(), hint)
-        })?
-        .len();
-    if base.extension().and_then(|e| e.to_str()) != Some("gguf") {
-        return Err(FinetuneError::NoBase(
-            base.to_path_buf(),
-            " as a GGUF file (--base takes a .gguf model)".into(),
-        ));
-    }
+    let base_bytes = check_base(base)?;
     std::fs::create_dir_all(out)
         .map_err(|e| FinetuneError::io(format!("cannot create `{}`", out.display()), e))?;
     let out = &std::fs::canonicalize(out)
@@ -501,7 +506,8 @@ fn run_tool(stage: &'static str, cmd: &mut Command, log: &Path) -> Result<(), Fi
     })
 }
 
-fn tail(log: &Path, n: usize) -> String {
+/// The last `n` lines of a log, for an error message.
+pub(crate) fn tail(log: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let from = lines.len().saturating_sub(n);

@@ -261,14 +261,7 @@ impl Server {
 
     /// The last lines of the server's log, for an error message.
     fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let from = lines.len().saturating_sub(8);
-        format!(
-            "last lines of {}:\n{}",
-            self.log.display(),
-            lines[from..].join("\n")
-        )
+        super::tail(&self.log, 8)
     }
 }
 
