@@ -10,7 +10,7 @@ prompt). The ids a model is trained on are therefore exactly the ids it sees whe
 the search (Hugging Face's tokenizer built from a GGUF splits words differently).
 
 Progress goes to standard output as JSON lines (`{"event": ...}`); everything else (warnings of
-the libraries) to standard error. Exit status 2 means bad input, with a one-line reason.
+the libraries) to standard error; a failure is an `error` line with its reason.
 """
 
 import argparse
@@ -64,37 +64,19 @@ class ServerTokenizer:
 
 
 def read_pairs(path):
-    """(prompt messages or text, answer, kind) per line; exits 2 on a malformed line."""
+    """(kind, prompt messages or text, answer) per line. The file's form is checked by
+    `nas-core finetune` (finetune::check_pairs) before this script starts."""
     pairs = []
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        fail(f"cannot read the pair file {path}: {e}")
-    with f:
-        for n, line in enumerate(f, 1):
+    with open(path, encoding="utf-8") as f:
+        for line in f:
             if not line.strip():
                 continue
-            try:
-                v = json.loads(line)
-            except ValueError as e:
-                fail(f"{path}:{n}: not JSON: {e}")
+            v = json.loads(line)
             if isinstance(v.get("prompt"), str) and isinstance(v.get("completion"), str):
                 pairs.append(("raw", v["prompt"], v["completion"]))
-                continue
-            m = v.get("messages")
-            if (
-                not isinstance(m, list)
-                or len(m) < 2
-                or not all(isinstance(x, dict) and isinstance(x.get("content"), str) for x in m)
-                or m[-1].get("role") != "assistant"
-            ):
-                fail(
-                    f"{path}:{n}: a pair needs `messages` ending in an assistant answer "
-                    "(or `prompt` and `completion` strings)"
-                )
-            pairs.append(("chat", m[:-1], m[-1]["content"]))
-    if not pairs:
-        fail(f"{path}: no pairs")
+            else:
+                m = v["messages"]
+                pairs.append(("chat", m[:-1], m[-1]["content"]))
     return pairs
 
 
@@ -118,13 +100,12 @@ def encode(tok, pairs, eos_ids, max_len, record):
 
 
 def batches(data, batch, rng):
+    """Endless batches of `batch` pairs (batch <= len(data)), reshuffled every pass."""
     order = list(range(len(data)))
     while True:
         rng.shuffle(order)
         for i in range(0, len(order) - batch + 1, batch):
             yield [data[j] for j in order[i : i + batch]]
-        if len(order) < batch:
-            yield [data[j] for j in order]
 
 
 def collate(torch, items, pad_id, device):
@@ -167,22 +148,23 @@ def peak_rss_mb():
 
 
 def main():
+    # Every setting comes from `nas-core finetune` (finetune::Settings holds the defaults).
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--base-gguf", required=True)
     ap.add_argument("--tokenizer-url", required=True)
     ap.add_argument("--steps", type=int, required=True)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--lora-rank", type=int, default=16)
-    ap.add_argument("--lora-alpha", type=float, default=32)
-    ap.add_argument("--lora-dropout", type=float, default=0.05)
-    ap.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--max-seq-len", type=int, default=1024)
-    ap.add_argument("--holdout", type=float, default=0.1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--batch", type=int, required=True)
+    ap.add_argument("--lora-rank", type=int, required=True)
+    ap.add_argument("--lora-alpha", type=float, required=True)
+    ap.add_argument("--lora-dropout", type=float, required=True)
+    ap.add_argument("--targets", required=True)
+    ap.add_argument("--lr", type=float, required=True)
+    ap.add_argument("--max-seq-len", type=int, required=True)
+    ap.add_argument("--holdout", type=float, required=True)
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--threads", type=int, required=True)
     args = ap.parse_args()
 
     tok = ServerTokenizer(args.tokenizer_url)

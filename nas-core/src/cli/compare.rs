@@ -100,7 +100,13 @@ pub fn arm_arg(s: &str) -> Result<Arm, String> {
         match k.trim() {
             "model" => arm.model = v,
             "url" => arm.url = v,
-            "style" => arm.style = v,
+            "style" => {
+                // Refused here, before any arm runs, not when its first run starts.
+                let st = v.as_deref().unwrap_or("");
+                <crate::propose::Style as clap::ValueEnum>::from_str(st, true)
+                    .map_err(|_| format!("`{st}`: a style is structured, chat or completion"))?;
+                arm.style = v;
+            }
             other => return Err(format!("`{other}`: an arm takes model=, url= and style=")),
         }
     }
@@ -366,6 +372,8 @@ mod tests {
         assert_eq!(cfg.proposer, ProposerKind::Ollama);
         assert_eq!(cfg.llm.model, "nas-tuned:latest");
         assert_eq!(cfg.llm.url.as_deref(), Some("http://10.0.0.2:11434"));
+        let c = arm_arg("c=openai,style=chat").unwrap();
+        assert_eq!(c.style.as_deref(), Some("chat"));
         let r = arm_arg("random=random").unwrap();
         assert_eq!((r.name.as_str(), r.model), ("random", None));
         for bad in [

@@ -80,15 +80,15 @@ pub struct Args {
     pub holdout: f64,
 
     /// Seeds the adapter's initialisation, the held-out split and the order.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = Settings::default().seed)]
     pub seed: u64,
 
     /// The merged model's quantization (a `llama-quantize` type).
-    #[arg(long, default_value = "Q8_0")]
+    #[arg(long, default_value_t = Settings::default().quant)]
     pub quant: String,
 
     /// The chat template of the serving llama-server (`--chat-template`).
-    #[arg(long, default_value = "gemma")]
+    #[arg(long, default_value_t = Settings::default().chat_template)]
     pub chat_template: String,
 
     /// PyTorch threads (0: PyTorch's default, one per core).
