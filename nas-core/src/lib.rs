@@ -6,6 +6,7 @@ pub mod corpus;
 pub mod corpus_train;
 pub mod data;
 pub mod evolve;
+pub mod experiment;
 pub mod fidelity;
 pub mod finetune;
 pub mod pairs;

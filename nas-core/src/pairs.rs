@@ -119,7 +119,7 @@ impl Corpus {
 }
 
 /// A measured network.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluated {
     /// Architecture identity (see [`identity`]).
     pub id: String,
@@ -238,7 +238,7 @@ fn from_store(store: &SqliteStore, corpus: &Corpus) -> Result<Vec<Evaluated>, Pa
 }
 
 /// How the better side of a pair was chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Choice {
     /// The best better network among the mutation neighbours.
@@ -248,7 +248,7 @@ pub enum Choice {
 }
 
 /// A worse network and the better one it is paired with.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pair {
     /// The network shown to the model.
     pub worse: Evaluated,

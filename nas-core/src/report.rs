@@ -175,6 +175,34 @@ impl RunData {
         let valid = proposed.iter().filter(|t| t.trial.outcome == "ok").count();
         (proposed.len(), valid)
     }
+
+    /// Proposals after the seed that repeated an architecture the run already had.
+    pub fn duplicates(&self) -> usize {
+        self.search()
+            .filter(|t| t.trial.step > 0 && t.trial.outcome == "duplicate")
+            .count()
+    }
+
+    /// The best accuracy found after each proposal step `1..=steps` (the seed's
+    /// until a proposal beats it; `None` before anything trained).
+    pub fn best_so_far(&self, steps: u64) -> Vec<Option<f64>> {
+        let mut by_step: BTreeMap<u64, f64> = BTreeMap::new();
+        for t in self.search().filter(|t| t.status() == TrialStatus::Done) {
+            if let Some(a) = t.accuracy {
+                let e = by_step.entry(t.trial.step).or_insert(a);
+                *e = e.max(a);
+            }
+        }
+        let mut best: Option<f64> = by_step.get(&0).copied();
+        (1..=steps)
+            .map(|s| {
+                if let Some(&a) = by_step.get(&s) {
+                    best = Some(best.map_or(a, |b| b.max(a)));
+                }
+                best
+            })
+            .collect()
+    }
 }
 
 /// One leaderboard row: a trained architecture at the search fidelity, with its
@@ -360,6 +388,8 @@ fn proposer_color(name: &str) -> RGBColor {
         "random" => RGBColor(255, 127, 14),
         "ollama" => RGBColor(44, 160, 44),
         "openai" => RGBColor(148, 103, 189),
+        "base" => RGBColor(23, 190, 207),
+        "tuned" => RGBColor(214, 39, 40),
         _ => RGBColor(140, 86, 75),
     }
 }
@@ -471,6 +501,90 @@ pub fn plot_accuracy(trials: &[TrialRecord]) -> Result<String, ReportError> {
             .map_err(&err)?
             .label("best so far")
             .legend(|(x, y)| PathElement::new(vec![(x - 8, y), (x + 8, y)], BLACK.stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(&err)?;
+        root.present().map_err(&err)?;
+    }
+    Ok(svg)
+}
+
+/// Best accuracy so far against the proposal step, per proposer: the mean over
+/// its runs (thick) and each run (thin).
+pub fn plot_best_so_far(runs: &[(String, Vec<&RunData>)]) -> Result<String, ReportError> {
+    let steps = runs
+        .iter()
+        .flat_map(|(_, rs)| rs.iter())
+        .flat_map(|r| r.search().map(|t| t.trial.step))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let curves: Vec<(&str, Vec<Vec<Option<f64>>>)> = runs
+        .iter()
+        .map(|(name, rs)| {
+            (
+                name.as_str(),
+                rs.iter().map(|r| r.best_so_far(steps)).collect(),
+            )
+        })
+        .collect();
+    let (lo, hi) = axis_range(
+        curves
+            .iter()
+            .flat_map(|(_, c)| c.iter().flatten())
+            .flatten()
+            .copied(),
+    );
+    let mut svg = String::new();
+    {
+        let err = plot_err("best so far");
+        let root = SVGBackend::with_string(&mut svg, (720, 360)).into_drawing_area();
+        root.fill(&WHITE).map_err(&err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Best accuracy so far", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0.5..steps as f64 + 0.5, lo..hi)
+            .map_err(&err)?;
+        chart
+            .configure_mesh()
+            .x_desc("proposal step")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_desc("best top-1 accuracy")
+            .y_label_formatter(&|v| format!("{:.0}%", 100.0 * v))
+            .draw()
+            .map_err(&err)?;
+        for (name, runs) in &curves {
+            let color = proposer_color(name);
+            for run in runs {
+                let line = run
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| Some((i as f64 + 1.0, (*v)?)));
+                chart
+                    .draw_series(LineSeries::new(line, color.mix(0.25).stroke_width(1)))
+                    .map_err(&err)?;
+            }
+            let mean: Vec<(f64, f64)> = (0..steps as usize)
+                .filter_map(|i| {
+                    let at: Vec<f64> = runs.iter().filter_map(|r| r[i]).collect();
+                    (!at.is_empty())
+                        .then(|| (i as f64 + 1.0, at.iter().sum::<f64>() / at.len() as f64))
+                })
+                .collect();
+            chart
+                .draw_series(LineSeries::new(mean, color.stroke_width(3)))
+                .map_err(&err)?
+                .label(format!("{name} (mean of {})", runs.len()))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x - 8, y), (x + 8, y)], color.stroke_width(3))
+                });
+        }
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
@@ -699,7 +813,7 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 th{background:#f3f3f3}td.l,th.l{text-align:left}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:13px}
 figure{margin:1em 0}details{margin:.5em 0}summary{cursor:pointer}.muted{color:#777}";
 
-fn pct(v: Option<f64>) -> String {
+pub(crate) fn pct(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |v| format!("{:.2}%", 100.0 * v))
 }
 
@@ -718,7 +832,7 @@ fn summary_table(source: &str) -> String {
     }
 }
 
-fn page(title: &str, body: &str) -> String {
+pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
         escape(title)
@@ -946,16 +1060,27 @@ pub struct ProposerResult {
     pub proposals: usize,
     /// Valid proposals, over all runs.
     pub valid: usize,
+    /// Proposals that repeated an architecture the run already had, over all runs.
+    pub duplicates: usize,
 }
 
 impl ProposerResult {
     /// `valid / proposals` (0 for none).
     pub fn valid_rate(&self) -> f64 {
-        if self.proposals == 0 {
-            0.0
-        } else {
-            self.valid as f64 / self.proposals as f64
-        }
+        share(self.valid, self.proposals)
+    }
+
+    /// `duplicates / proposals` (0 for none).
+    pub fn duplicate_rate(&self) -> f64 {
+        share(self.duplicates, self.proposals)
+    }
+}
+
+fn share(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
     }
 }
 
@@ -1045,6 +1170,7 @@ impl Comparison {
                     best,
                     proposals,
                     valid,
+                    duplicates: runs.iter().map(RunData::duplicates).sum(),
                 }
             })
             .collect();
@@ -1082,15 +1208,15 @@ impl Comparison {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<10}  {:>4}  {:>8}  {:>8}  {:>7}  {:>8}  {:>8}  {:>11}",
-            "proposer", "runs", "mean", "median", "sd", "min", "max", "valid rate"
+            "{:<10}  {:>4}  {:>8}  {:>8}  {:>7}  {:>8}  {:>8}  {:>11}  {:>10}",
+            "proposer", "runs", "mean", "median", "sd", "min", "max", "valid rate", "duplicates"
         );
         for p in &self.proposers {
             match &p.summary {
                 Some(s) => {
                     let _ = writeln!(
                         out,
-                        "{:<10}  {:>4}  {:>7.2}%  {:>7.2}%  {:>6.2}%  {:>7.2}%  {:>7.2}%  {:>5.1}% ({}/{})",
+                        "{:<10}  {:>4}  {:>7.2}%  {:>7.2}%  {:>6.2}%  {:>7.2}%  {:>7.2}%  {:>5.1}% ({}/{})  {:>5.1}% ({})",
                         p.proposer,
                         s.n,
                         100.0 * s.mean,
@@ -1100,7 +1226,9 @@ impl Comparison {
                         100.0 * s.max,
                         100.0 * p.valid_rate(),
                         p.valid,
-                        p.proposals
+                        p.proposals,
+                        100.0 * p.duplicate_rate(),
+                        p.duplicates
                     );
                 }
                 None => {
@@ -1138,13 +1266,13 @@ impl Comparison {
     /// The comparison as an HTML section.
     pub fn section(&self) -> String {
         let mut b = String::from(
-            "<h2>Comparison of proposers</h2>\n<p>Best accuracy found per run (the best proposed trial at the search fidelity; the seed's when no proposal trained).</p>\n<table>\n<tr><th class=\"l\">proposer</th><th>runs</th><th>mean</th><th>median</th><th>sd</th><th>min</th><th>max</th><th>valid proposals</th></tr>\n",
+            "<h2>Comparison of proposers</h2>\n<p>Best accuracy found per run (the best proposed trial at the search fidelity; the seed's when no proposal trained).</p>\n<table>\n<tr><th class=\"l\">proposer</th><th>runs</th><th>mean</th><th>median</th><th>sd</th><th>min</th><th>max</th><th>valid proposals</th><th>duplicates</th></tr>\n",
         );
         for p in &self.proposers {
             let s = p.summary;
             let _ = writeln!(
                 b,
-                "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}% ({}/{})</td></tr>",
+                "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}% ({}/{})</td><td>{:.1}% ({})</td></tr>",
                 escape(&p.proposer),
                 s.map_or(0, |s| s.n),
                 pct(s.map(|s| s.mean)),
@@ -1155,6 +1283,8 @@ impl Comparison {
                 100.0 * p.valid_rate(),
                 p.valid,
                 p.proposals,
+                100.0 * p.duplicate_rate(),
+                p.duplicates,
             );
         }
         b.push_str("</table>\n<table>\n<tr><th class=\"l\">pair</th><th>Mann–Whitney U</th><th>p (MWU)</th><th>Welch t</th><th>p (Welch)</th><th>Cliff's delta</th></tr>\n");
@@ -1193,11 +1323,32 @@ impl Comparison {
         b
     }
 
-    /// A comparison report: the section, a best-per-seed plot of each proposer's
-    /// runs, and links to the runs.
+    /// A comparison report: the section, the best-so-far curves of each
+    /// proposer's runs, and links to the runs.
     pub fn render(&self, title: &str, runs: &[(String, Vec<(PathBuf, RunData)>)]) -> String {
         let mut body = format!("<h1>{}</h1>\n", escape(title));
-        body.push_str(&self.section());
+        body.push_str(&self.body(runs, ""));
+        page(title, &body)
+    }
+
+    /// The report's body without its title: the section, the best-so-far curves
+    /// and the runs, linked under `link_prefix` (`""` beside the runs).
+    pub fn body(&self, runs: &[(String, Vec<(PathBuf, RunData)>)], link_prefix: &str) -> String {
+        let mut body = self.section();
+        let curves: Vec<(String, Vec<&RunData>)> = runs
+            .iter()
+            .map(|(p, list)| (p.clone(), list.iter().map(|(_, r)| r).collect()))
+            .collect();
+        match plot_best_so_far(&curves) {
+            Ok(svg) => body.push_str(&svg),
+            Err(e) => {
+                let _ = writeln!(
+                    body,
+                    "<p>(no best-so-far plot: {})</p>",
+                    escape(&e.to_string())
+                );
+            }
+        }
         body.push_str("<h2>Runs</h2>\n<ul>\n");
         for (proposer, list) in runs {
             for (dir, run) in list {
@@ -1207,8 +1358,9 @@ impl Comparison {
                     .unwrap_or_default();
                 let _ = writeln!(
                     body,
-                    "<li>{}: <a href=\"{}/report.html\">{}</a> — best found {}</li>",
+                    "<li>{}: <a href=\"{}{}/report.html\">{}</a> — best found {}</li>",
                     escape(proposer),
+                    escape(link_prefix),
                     escape(&rel),
                     escape(&run.name),
                     pct(run.best_found()),
@@ -1216,7 +1368,7 @@ impl Comparison {
             }
         }
         body.push_str("</ul>\n");
-        page(title, &body)
+        body
     }
 }
 

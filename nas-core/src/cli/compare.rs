@@ -172,7 +172,7 @@ pub fn is_comparison(dir: &Path) -> bool {
 }
 
 /// A proposer's name and its runs (directory, loaded data).
-type Group = (String, Vec<(PathBuf, RunData)>);
+pub(crate) type Group = (String, Vec<(PathBuf, RunData)>);
 
 /// Loads every run of a comparison, grouped by proposer in the recorded order.
 fn load(dir: &Path, record: &Record) -> anyhow::Result<Vec<Group>> {
@@ -220,6 +220,21 @@ fn write(dir: &Path, mut record: Record) -> anyhow::Result<Comparison> {
     Ok(comparison)
 }
 
+/// A comparison's statistics and its runs, grouped by arm, from its directory.
+pub(crate) fn load_comparison(dir: &Path) -> anyhow::Result<(Comparison, Vec<Group>)> {
+    let path = dir.join(COMPARE_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    let record: Record = serde_json::from_str(&text)
+        .with_context(|| format!("`{}` is not a comparison record", path.display()))?;
+    let groups = load(dir, &record)?;
+    let plain: Vec<(String, Vec<RunData>)> = groups
+        .iter()
+        .map(|(p, runs)| (p.clone(), runs.iter().map(|(_, r)| r.clone()).collect()))
+        .collect();
+    Ok((Comparison::new(&plain), groups))
+}
+
 /// Rewrites a comparison's report from its runs.
 pub fn rewrite_report(dir: &Path) -> anyhow::Result<Comparison> {
     let path = dir.join(COMPARE_FILE);
@@ -227,6 +242,92 @@ pub fn rewrite_report(dir: &Path) -> anyhow::Result<Comparison> {
         .with_context(|| format!("cannot read `{}`", path.display()))?;
     let record: Record = serde_json::from_str(&text)
         .with_context(|| format!("`{}` is not a comparison record", path.display()))?;
+    write(dir, record)
+}
+
+/// Runs (or continues) a comparison of `arms` in `dir`: for every seed k in
+/// `0..seeds` and every arm, a search from `base` with search seed `base.seed + k`
+/// and training seed `base.train.seed + k`; writes `compare.json` and the report.
+/// A continued run keeps its settings but takes each arm's server URL anew (an
+/// experiment starts its servers on fresh ports).
+pub(crate) fn run_arms(
+    base: &SearchConfig,
+    arms: &[Arm],
+    seeds: u64,
+    dir: &Path,
+) -> anyhow::Result<Comparison> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("`{}` is not a directory", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    let mut runs = Vec::new();
+    for k in 0..seeds {
+        for a in arms {
+            runs.push(RunRef {
+                proposer: a.name.clone(),
+                seed: k,
+                dir: format!("{}-s{k}", a.name),
+            });
+        }
+    }
+    let record = Record {
+        proposers: arms.iter().map(|a| a.name.clone()).collect(),
+        arms: arms.to_vec(),
+        seeds,
+        runs: runs.clone(),
+        comparison: None,
+    };
+    std::fs::write(
+        dir.join(COMPARE_FILE),
+        serde_json::to_string_pretty(&record)?,
+    )
+    .with_context(|| format!("cannot write into `{}`", dir.display()))?;
+    eprintln!(
+        "comparison in {}: {} × {} runs of {} proposals",
+        dir.display(),
+        arms.len(),
+        seeds,
+        base.trials
+    );
+    let cache = TrainCache::default();
+    for r in &runs {
+        let mut cfg = base.clone();
+        cfg.runs_dir = dir.to_path_buf();
+        cfg.name = Some(r.dir.clone());
+        let arm = arms
+            .iter()
+            .find(|a| a.name == r.proposer)
+            .context("a run of an unknown arm")?;
+        arm.apply(&mut cfg)?;
+        cfg.seed = base.seed.wrapping_add(r.seed);
+        cfg.train.seed = base.train.seed.wrapping_add(r.seed);
+        let run_dir = dir.join(&r.dir);
+        let evolve = if run_dir.join(crate::store::sqlite::DB_FILE).exists() {
+            let (trials, final_epochs, url) = (cfg.trials, cfg.final_epochs, arm.url.clone());
+            Evolve::resume(&run_dir, |c| {
+                c.trials = trials;
+                c.final_epochs = final_epochs;
+                if url.is_some() {
+                    c.llm.url = url;
+                }
+                Ok(())
+            })?
+        } else {
+            Evolve::create(cfg)?
+        };
+        let mut evolve = evolve.with_cache(cache.clone());
+        let mut reporter = Reporter::new(format!("[{} s{}] ", r.proposer, r.seed));
+        let summary = with_log(&run_dir, || evolve.run(&mut reporter))??;
+        drop(reporter);
+        let run = RunData::load(&summary.name, evolve.store())?;
+        eprintln!(
+            "[{} s{}] best found {}",
+            r.proposer,
+            r.seed,
+            run.best_found()
+                .map_or_else(|| "none".to_string(), |a| format!("{:.2}%", 100.0 * a))
+        );
+    }
     write(dir, record)
 }
 
@@ -267,76 +368,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     base.resolve()?;
     let name = base.name.clone().unwrap_or_else(|| default_name("compare"));
     let dir = base.runs_dir.join(&name);
-    if dir.exists() && !dir.is_dir() {
-        bail!("`{}` is not a directory", dir.display());
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-    let mut runs = Vec::new();
-    for k in 0..args.seeds {
-        for a in &arms {
-            runs.push(RunRef {
-                proposer: a.name.clone(),
-                seed: k,
-                dir: format!("{}-s{k}", a.name),
-            });
-        }
-    }
-    let record = Record {
-        proposers: arms.iter().map(|a| a.name.clone()).collect(),
-        arms: arms.clone(),
-        seeds: args.seeds,
-        runs: runs.clone(),
-        comparison: None,
-    };
-    std::fs::write(
-        dir.join(COMPARE_FILE),
-        serde_json::to_string_pretty(&record)?,
-    )
-    .with_context(|| format!("cannot write into `{}`", dir.display()))?;
-    eprintln!(
-        "comparison `{name}` in {}: {} × {} runs of {} proposals",
-        dir.display(),
-        arms.len(),
-        args.seeds,
-        base.trials
-    );
-    let cache = TrainCache::default();
-    for r in &runs {
-        let mut cfg = base.clone();
-        cfg.runs_dir = dir.clone();
-        cfg.name = Some(r.dir.clone());
-        let arm = arms
-            .iter()
-            .find(|a| a.name == r.proposer)
-            .context("a run of an unknown arm")?;
-        arm.apply(&mut cfg)?;
-        cfg.seed = base.seed.wrapping_add(r.seed);
-        cfg.train.seed = base.train.seed.wrapping_add(r.seed);
-        let run_dir = dir.join(&r.dir);
-        let evolve = if run_dir.join(crate::store::sqlite::DB_FILE).exists() {
-            let (trials, final_epochs) = (cfg.trials, cfg.final_epochs);
-            Evolve::resume(&run_dir, |c| {
-                c.trials = trials;
-                c.final_epochs = final_epochs;
-                Ok(())
-            })?
-        } else {
-            Evolve::create(cfg)?
-        };
-        let mut evolve = evolve.with_cache(cache.clone());
-        let mut reporter = Reporter::new(format!("[{} s{}] ", r.proposer, r.seed));
-        let summary = with_log(&run_dir, || evolve.run(&mut reporter))??;
-        drop(reporter);
-        let run = RunData::load(&summary.name, evolve.store())?;
-        eprintln!(
-            "[{} s{}] best found {}",
-            r.proposer,
-            r.seed,
-            run.best_found()
-                .map_or_else(|| "none".to_string(), |a| format!("{:.2}%", 100.0 * a))
-        );
-    }
-    let comparison = write(&dir, record)?;
+    let comparison = run_arms(&base, &arms, args.seeds, &dir)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&comparison)?);
     } else {

@@ -115,23 +115,7 @@ pub struct Args {
 
 impl Args {
     fn settings(&self) -> anyhow::Result<Settings> {
-        anyhow::ensure!(self.steps > 0, "--steps must be at least 1");
-        anyhow::ensure!(self.batch > 0, "--batch must be at least 1");
-        anyhow::ensure!(self.lora_rank > 0, "--lora-rank must be at least 1");
-        anyhow::ensure!(
-            self.lr.is_finite() && self.lr > 0.0,
-            "--lr must be a positive number"
-        );
-        anyhow::ensure!(
-            (0.0..1.0).contains(&self.holdout),
-            "--holdout must be in [0, 1)"
-        );
-        anyhow::ensure!(
-            (0.0..1.0).contains(&self.lora_dropout),
-            "--lora-dropout must be in [0, 1)"
-        );
-        anyhow::ensure!(self.max_seq_len >= 8, "--max-seq-len must be at least 8");
-        Ok(Settings {
+        let settings = Settings {
             steps: self.steps,
             batch: self.batch,
             lora_rank: self.lora_rank,
@@ -144,19 +128,21 @@ impl Args {
             seed: self.seed,
             quant: self.quant.clone(),
             chat_template: self.chat_template.clone(),
-        })
+        };
+        settings.check().map_err(anyhow::Error::msg)?;
+        Ok(settings)
     }
 }
 
 /// What the terminal shows while the trainer runs.
-struct View {
+pub(super) struct View {
     bar: ProgressBar,
     live: bool,
     last_note: usize,
 }
 
 impl View {
-    fn new() -> View {
+    pub(super) fn new() -> View {
         let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
         let live = super::corpus::show_progress(std::io::stderr().is_terminal(), ci);
         let bar = if live {
@@ -184,7 +170,7 @@ impl View {
         }
     }
 
-    fn event(&mut self, e: &Event) {
+    pub(super) fn event(&mut self, e: &Event) {
         match e {
             Event::Stage { name, done_before } => {
                 if *done_before {

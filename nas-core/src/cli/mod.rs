@@ -10,6 +10,7 @@ mod compare;
 mod corpus;
 mod db;
 mod evolve;
+mod experiment;
 mod fidelity;
 mod finetune;
 mod fmt;
@@ -67,6 +68,9 @@ pub enum Command {
     Fidelity(fidelity::Args),
     /// Fine-tune the proposer's model on `corpus pairs` output (LoRA), make it servable.
     Finetune(finetune::Args),
+    /// The paper's experiment from a TOML configuration: corpus, corpus training,
+    /// pairs, LoRA fine-tune, base vs tuned probe and comparison, one report.
+    Experiment(experiment::Args),
     /// Write a run's report.html and best.nas and print its leaderboard.
     Report(report::Args),
     /// Compare proposers over repeated runs with the same budget (statistics).
@@ -112,6 +116,7 @@ pub fn main() -> ExitCode {
         Command::Evolve(a) => evolve::run(a),
         Command::Fidelity(a) => fidelity::run(a),
         Command::Finetune(a) => finetune::run(a),
+        Command::Experiment(a) => experiment::run(a),
         Command::Report(a) => report::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Worker(a) => worker::run(a),

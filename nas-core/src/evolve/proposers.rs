@@ -50,7 +50,7 @@ impl Proposer for AnyProposer {
 }
 
 /// The LLM settings as the proposer's configuration.
-fn llm_config(cfg: &SearchConfig, r: &Resolved, url: &str, seed: u64) -> LlmConfig {
+pub(crate) fn llm_config(cfg: &SearchConfig, r: &Resolved, url: &str, seed: u64) -> LlmConfig {
     let mut c = LlmConfig::new(cfg.llm.model.clone(), url);
     c.style = r.style;
     c.temperature = cfg.llm.temperature;

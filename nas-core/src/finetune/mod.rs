@@ -76,6 +76,7 @@ impl FinetuneError {
 
 /// What a fine-tune is asked to do (recorded; a rerun must ask the same).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Optimiser steps.
     pub steps: usize,
@@ -129,6 +130,41 @@ impl Default for Settings {
             quant: "Q8_0".into(),
             chat_template: "gemma".into(),
         }
+    }
+}
+
+impl Settings {
+    /// Checks the values (the trainer gets only settings that pass).
+    pub fn check(&self) -> Result<(), String> {
+        let fail = |m: &str| Err(m.to_string());
+        if self.steps == 0 {
+            return fail("the steps must be at least 1");
+        }
+        if self.batch == 0 {
+            return fail("the batch must be at least 1");
+        }
+        if self.lora_rank == 0 {
+            return fail("the LoRA rank must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return fail("the learning rate must be a positive number");
+        }
+        if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
+            return fail("the LoRA alpha must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.holdout) {
+            return fail("the held-out share must be in [0, 1)");
+        }
+        if !(0.0..1.0).contains(&self.lora_dropout) {
+            return fail("the LoRA dropout must be in [0, 1)");
+        }
+        if self.max_seq_len < 8 {
+            return fail("the longest pair must be at least 8 tokens");
+        }
+        if self.targets.is_empty() {
+            return fail("name at least one projection to adapt");
+        }
+        Ok(())
     }
 }
 
@@ -476,7 +512,8 @@ fn write_file(path: &Path, text: &str) -> Result<(), FinetuneError> {
         .map_err(|e| FinetuneError::io(format!("cannot write `{}`", path.display()), e))
 }
 
-fn read_lines(path: &Path) -> Vec<Value> {
+/// The JSON lines of a file (unreadable lines and a missing file give none).
+pub fn read_lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

@@ -193,6 +193,20 @@ impl Server {
         log: &Path,
         limit: Duration,
     ) -> Result<Server, FinetuneError> {
+        Server::start_named(tools, model, lora, chat_template, None, log, limit)
+    }
+
+    /// As [`Server::start`], serving the model under `alias` (the name clients ask
+    /// `/v1/models` for) when given.
+    pub fn start_named(
+        tools: &Tools,
+        model: &Path,
+        lora: Option<&Path>,
+        chat_template: &str,
+        alias: Option<&str>,
+        log: &Path,
+        limit: Duration,
+    ) -> Result<Server, FinetuneError> {
         let port = free_port().map_err(|e| FinetuneError::io("cannot find a free port", e))?;
         let out = std::fs::File::create(log)
             .map_err(|e| FinetuneError::io(format!("cannot create `{}`", log.display()), e))?;
@@ -203,6 +217,9 @@ impl Server {
         cmd.arg("-m").arg(model);
         if let Some(l) = lora {
             cmd.arg("--lora").arg(l);
+        }
+        if let Some(a) = alias {
+            cmd.args(["--alias", a]);
         }
         cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args([
