@@ -152,7 +152,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--base-gguf", required=True)
+    base = ap.add_mutually_exclusive_group(required=True)
+    base.add_argument("--base-gguf")
+    base.add_argument("--base-hf")
     ap.add_argument("--tokenizer-url", required=True)
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--batch", type=int, required=True)
@@ -181,10 +183,17 @@ def main():
     emit("start", device=device, pairs=len(pairs), threads=torch.get_num_threads())
 
     t0 = time.monotonic()
-    gguf = os.path.abspath(args.base_gguf)
-    model = AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(gguf), gguf_file=os.path.basename(gguf), dtype=torch.float32
-    )
+    # A GPU trains a bfloat16 base (PEFT keeps the adapter in float32); a CPU, float32.
+    dtype = torch.float32
+    if device == "cuda" and torch.cuda.is_bf16_supported():
+        dtype = torch.bfloat16
+    if args.base_hf:
+        model = AutoModelForCausalLM.from_pretrained(args.base_hf, dtype=dtype)
+    else:
+        gguf = os.path.abspath(args.base_gguf)
+        model = AutoModelForCausalLM.from_pretrained(
+            os.path.dirname(gguf), gguf_file=os.path.basename(gguf), dtype=dtype
+        )
     emit("loaded", seconds=round(time.monotonic() - t0, 1), parameters=model.num_parameters())
 
     # Gemma's chat turn ends in <end_of_turn>; a raw completion ends in the model's EOS.

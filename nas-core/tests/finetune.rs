@@ -368,3 +368,96 @@ fn a_smoke_fine_tune_learns_converts_merges_and_serves() {
         stderr(&other)
     );
 }
+
+/// `--base DIR`: a Hugging Face model directory (made from the default GGUF, as no
+/// Hub download is possible here) is converted to GGUF once, trained from its own
+/// weights, and the adapter applies to the conversion: served base + adapter and the
+/// merged model give the memorised answer, and the ids trained on are the ids the
+/// original GGUF's server gives.
+#[test]
+fn a_hugging_face_directory_is_a_base() {
+    let Some(tools) = tools_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf_to_hf.py");
+    let made = Command::new(&tools.python)
+        .arg(&script)
+        .arg(default_base())
+        .arg(&hf)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    assert!(hf.join("config.json").is_file() && hf.join("tokenizer.model").is_file());
+
+    let pairs: Vec<Value> = structured_pairs(dir.path()).into_iter().take(2).collect();
+    let file = dir.path().join("pairs.jsonl");
+    std::fs::write(
+        &file,
+        pairs.iter().map(|p| format!("{p}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let out = dir.path().join("ft");
+    let run = nas(&[
+        "finetune",
+        "--pairs",
+        s(&file),
+        "--out",
+        s(&out),
+        "--base",
+        s(&hf),
+        "--steps",
+        "12",
+        "--batch",
+        "2",
+        "--lr",
+        "2e-3",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let outcome: Value = serde_json::from_slice(&run.stdout).unwrap();
+    let stages: Vec<&str> = outcome["record"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[0].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["base", "train", "convert", "merge", "quantize"]);
+    let converted = out.join("base-f16.gguf");
+    assert_eq!(outcome["base_gguf"].as_str().unwrap(), s(&converted));
+
+    let limit = Duration::from_secs(180);
+    let start = |model: &Path, lora: Option<&Path>, name: &str| {
+        Server::start(&tools, model, lora, "gemma", &dir.path().join(name), limit).unwrap()
+    };
+    let adapter = PathBuf::from(outcome["adapter_gguf"].as_str().unwrap());
+    let merged = PathBuf::from(outcome["merged_gguf"].as_str().unwrap());
+    let tuned = start(&converted, Some(&adapter), "tuned.log");
+    let merged_server = start(&merged, None, "merged.log");
+    let original = start(&default_base(), None, "original.log");
+    let prompt = pairs[0]["prompt"].as_str().unwrap();
+    let answer = pairs[0]["completion"].as_str().unwrap();
+    for server in [&tuned, &merged_server] {
+        let got = post(
+            &format!("{}/completion", server.url()),
+            &json!({"prompt": prompt, "temperature": 0, "n_predict": 48, "seed": 0}),
+        );
+        assert_eq!(got["content"].as_str().unwrap().trim(), answer, "{got}");
+    }
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(out.join("tokens.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let served = post(
+        &format!("{}/tokenize", original.url()),
+        &json!({"content": prompt, "add_special": true, "parse_special": true}),
+    );
+    assert_eq!(served["tokens"], first["prompt_ids"]);
+}

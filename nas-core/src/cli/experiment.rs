@@ -90,7 +90,9 @@ struct Servers {
 
 impl Servers {
     fn start(tools: &Tools, cfg: &Config, base: &Path, dir: &Path) -> anyhow::Result<Servers> {
-        let adapter = dir.join(experiment::FINETUNE_DIR).join("adapter.gguf");
+        let ft_dir = dir.join(experiment::FINETUNE_DIR);
+        let adapter = ft_dir.join("adapter.gguf");
+        let base = &finetune::served_base(base, &ft_dir);
         let limit = Duration::from_secs(300);
         let template = &cfg.finetune.chat_template;
         let base_server = Server::start_named(

@@ -146,8 +146,8 @@ impl Default for CompareStage {
 pub struct Config {
     /// The experiment's directory (`--out` overrides it).
     pub out: PathBuf,
-    /// The base model (a GGUF file; default: the one `scripts/local-llm.sh`
-    /// installs).
+    /// The base model: a GGUF file or a Hugging Face model directory (default: the
+    /// Gemma 3 270M GGUF `scripts/local-llm.sh` installs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<PathBuf>,
     /// CPU threads of the fine-tune (0: all).

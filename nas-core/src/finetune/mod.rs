@@ -301,6 +301,8 @@ pub enum Event {
 /// The files a finished fine-tune leaves in its directory.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
+    /// The GGUF the adapter applies to (the base, or its conversion).
+    pub base_gguf: PathBuf,
     /// The PEFT adapter (a Hugging Face directory).
     pub adapter: PathBuf,
     /// The adapter as a GGUF LoRA (`llama-server -m BASE --lora …`).
@@ -319,8 +321,27 @@ pub struct Outcome {
     pub record: Record,
 }
 
-/// Checks that `base` is an existing GGUF file (saying how to install the default
-/// when it is missing); returns its size.
+/// The GGUF a Hugging Face base directory is converted to, in a fine-tune's directory.
+pub const CONVERTED_BASE: &str = "base-f16.gguf";
+
+/// Whether `base` is a Hugging Face model directory (rather than a GGUF file).
+pub fn is_hf_dir(base: &Path) -> bool {
+    base.is_dir()
+}
+
+/// The GGUF the adapter applies to and the servers load: `base` itself, or for a
+/// Hugging Face directory its conversion in the fine-tune's directory `out`.
+pub fn served_base(base: &Path, out: &Path) -> PathBuf {
+    if is_hf_dir(base) {
+        out.join(CONVERTED_BASE)
+    } else {
+        base.to_path_buf()
+    }
+}
+
+/// Checks that `base` is an existing GGUF file or a Hugging Face model directory
+/// (`config.json` and `*.safetensors` weights), saying how to install the default
+/// when it is missing; returns its size in bytes (for a directory: of its weights).
 pub fn check_base(base: &Path) -> Result<u64, FinetuneError> {
     let Ok(meta) = std::fs::metadata(base) else {
         let hint = if *base == tools::default_base() {
@@ -330,10 +351,33 @@ pub fn check_base(base: &Path) -> Result<u64, FinetuneError> {
         };
         return Err(FinetuneError::NoBase(base.to_path_buf(), hint));
     };
-    if !meta.is_file() || base.extension().and_then(|e| e.to_str()) != Some("gguf") {
+    if meta.is_dir() {
+        let not_hf = |why: &str| {
+            FinetuneError::NoBase(
+                base.to_path_buf(),
+                format!(" as a Hugging Face model directory ({why})"),
+            )
+        };
+        if !base.join("config.json").is_file() {
+            return Err(not_hf("no config.json"));
+        }
+        let entries = std::fs::read_dir(base)
+            .map_err(|e| FinetuneError::io(format!("cannot read `{}`", base.display()), e))?;
+        let weights: u64 = entries
+            .flatten()
+            .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("safetensors"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        if weights == 0 {
+            return Err(not_hf("no *.safetensors weights"));
+        }
+        return Ok(weights);
+    }
+    if base.extension().and_then(|e| e.to_str()) != Some("gguf") {
         return Err(FinetuneError::NoBase(
             base.to_path_buf(),
-            " as a GGUF file (--base takes a .gguf model)".into(),
+            " as a GGUF file or a Hugging Face model directory (--base takes either)".into(),
         ));
     }
     Ok(meta.len())
@@ -383,6 +427,25 @@ pub fn run(
     };
     record.save(out)?;
 
+    // 0. A Hugging Face base becomes a GGUF once: the tokenizer the trainer uses,
+    // the base the adapter is merged into and the one the servers load.
+    let served = served_base(&base, out);
+    if is_hf_dir(&base) {
+        stage(&mut record, out, "base", &mut on_event, || {
+            let converter = tools.converter.with_file_name("convert_hf_to_gguf.py");
+            run_tool(
+                "base",
+                Command::new(&tools.python)
+                    .arg(&converter)
+                    .arg(&base)
+                    .args(["--outtype", "f16", "--outfile"])
+                    .arg(&served),
+                &out.join("convert-base.log"),
+            )?;
+            Ok(serde_json::json!({"bytes": size(&served)}))
+        })?;
+    }
+
     let adapter = out.join("adapter");
     let adapter_gguf = out.join("adapter.gguf");
     let merged = out.join(format!("merged-{}.gguf", settings.quant.to_lowercase()));
@@ -395,7 +458,16 @@ pub fn run(
         done_before: done,
     });
     if !done {
-        let report = train(settings, pairs, &base, out, tools, threads, &mut on_event)?;
+        let report = train(
+            settings,
+            pairs,
+            &base,
+            &served,
+            out,
+            tools,
+            threads,
+            &mut on_event,
+        )?;
         record.stages.push(("train".into(), report));
         record.save(out)?;
     }
@@ -422,7 +494,7 @@ pub fn run(
             "merge",
             Command::new(tools.bin("llama-export-lora"))
                 .arg("-m")
-                .arg(&base)
+                .arg(&served)
                 .arg("--lora")
                 .arg(&adapter_gguf)
                 .arg("-o")
@@ -452,7 +524,7 @@ pub fn run(
     )?;
     let serve = serve_commands(
         tools,
-        &base,
+        &served,
         &adapter_gguf,
         &merged,
         &modelfile,
@@ -472,6 +544,7 @@ pub fn run(
         &serde_json::to_string_pretty(&log_value).unwrap_or_default(),
     )?;
     Ok(Outcome {
+        base_gguf: served,
         adapter,
         adapter_gguf,
         merged_gguf: merged,
@@ -557,10 +630,12 @@ pub(crate) fn tail(log: &Path, n: usize) -> String {
 
 /// The training stage: a llama-server on the base serves the template and tokenizer,
 /// the Python trainer streams its JSON lines (kept in `train.jsonl`).
+#[allow(clippy::too_many_arguments)]
 fn train(
     settings: &Settings,
     pairs: &Path,
     base: &Path,
+    served: &Path,
     out: &Path,
     tools: &Tools,
     threads: usize,
@@ -570,7 +645,7 @@ fn train(
     write_file(&script, SCRIPT)?;
     let server = Server::start(
         tools,
-        base,
+        served,
         None,
         &settings.chat_template,
         &out.join("tokenizer-server.log"),
@@ -585,7 +660,11 @@ fn train(
         .arg(pairs)
         .arg("--out")
         .arg(out)
-        .arg("--base-gguf")
+        .arg(if is_hf_dir(base) {
+            "--base-hf"
+        } else {
+            "--base-gguf"
+        })
         .arg(base)
         .args(["--tokenizer-url", &server.url()])
         .args(["--steps", &settings.steps.to_string()])
