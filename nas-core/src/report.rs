@@ -1466,6 +1466,41 @@ mod tests {
     }
 
     #[test]
+    fn best_so_far_duplicates_and_their_plot() {
+        let r = run();
+        assert_eq!(r.duplicates(), 1);
+        assert_eq!(r.best_so_far(5), vec![Some(0.7); 5]);
+        let slow = RunData {
+            trials: vec![
+                rec(1, 0, "seed", TrialStatus::Done, Some(0.5), 100),
+                rec(2, 1, "random", TrialStatus::Diverged, None, 80),
+                rec(3, 2, "random", TrialStatus::Done, Some(0.6), 50),
+                rec(4, 3, "random", TrialStatus::Done, Some(0.55), 50),
+            ],
+            ..run()
+        };
+        assert_eq!(
+            slow.best_so_far(4),
+            vec![Some(0.5), Some(0.6), Some(0.6), Some(0.6)]
+        );
+        let svg = plot_best_so_far(&[("mutate".into(), vec![&r]), ("random".into(), vec![&slow])])
+            .unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("random (mean of 1)"),
+            "{svg}"
+        );
+        let c = Comparison::new(&[
+            ("mutate".into(), vec![r.clone()]),
+            ("random".into(), vec![slow]),
+        ]);
+        assert_eq!(
+            (c.proposers[0].duplicates, c.proposers[1].duplicates),
+            (1, 0)
+        );
+        assert!((c.proposers[0].duplicate_rate() - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
     fn best_found_and_valid_rate() {
         let r = run();
         assert_eq!(r.best_found(), Some(0.7));

@@ -442,7 +442,10 @@ fn compare_reports_statistics_for_two_proposers() {
     for p in proposers {
         assert_eq!(p["best"].as_array().unwrap().len(), 2, "{p}");
         assert_eq!(p["proposals"], 2);
+        assert!(p["duplicates"].as_u64().unwrap() <= 2, "{p}");
     }
+    let page = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(page.contains("Best accuracy so far"), "best-so-far curves");
     for run in ["mutate-s0", "mutate-s1", "random-s0", "random-s1"] {
         assert!(dir.join(run).join("nas.db").is_file(), "{run}");
     }
