@@ -67,7 +67,7 @@ fn stage(
     record: &mut Record,
     dir: &Path,
     name: &str,
-    body: impl FnOnce(&Record) -> anyhow::Result<Value>,
+    body: impl FnOnce() -> anyhow::Result<Value>,
 ) -> anyhow::Result<()> {
     if let Some(s) = record.stage(name) {
         eprintln!("== {name}: done before ({:.0} s)", s.seconds);
@@ -75,7 +75,7 @@ fn stage(
     }
     eprintln!("== {name}");
     let t0 = Instant::now();
-    let summary = body(record).with_context(|| format!("stage `{name}` failed"))?;
+    let summary = body().with_context(|| format!("stage `{name}` failed"))?;
     let seconds = t0.elapsed().as_secs_f64();
     eprintln!("== {name}: {:.0} s  {summary}", seconds);
     record.finish(dir, name, seconds, summary)?;
@@ -157,7 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Not recorded as a stage: the report is written anew on every run.
     record.stages.retain(|s| s.name != "report");
 
-    stage(&mut record, &dir, "corpus", |_| {
+    stage(&mut record, &dir, "corpus", || {
         let mutator = Mutator {
             widths: resolved.widths,
             structural: cfg.search.structural,
@@ -173,7 +173,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(json!({"records": out.total(), "written": out.written}))
     })?;
 
-    stage(&mut record, &dir, "train", |_| {
+    stage(&mut record, &dir, "train", || {
         let mut run = CorpusRun::open(
             &train_dir,
             cfg.search.clone(),
@@ -187,7 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(json!({"members": p.members, "trained": p.trained, "failed": p.finished - p.trained}))
     })?;
 
-    stage(&mut record, &dir, "pairs", |_| {
+    stage(&mut record, &dir, "pairs", || {
         let corpus = pairs::Corpus::read(&corpus_file)?;
         let results = pairs::read_results(&train_dir, &corpus)?;
         let measured = results.len();
@@ -234,7 +234,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }))
     })?;
 
-    stage(&mut record, &dir, "finetune", |_| {
+    stage(&mut record, &dir, "finetune", || {
         let mut view = View::new();
         let outcome = finetune::run(
             &cfg.finetune,
@@ -283,7 +283,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Vec::new()
     };
 
-    stage(&mut record, &dir, "probe", |_| {
+    stage(&mut record, &dir, "probe", || {
         let s = servers.as_ref().context("no servers")?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -320,7 +320,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect::<Vec<_>>()))
     })?;
 
-    stage(&mut record, &dir, "compare", |_| {
+    stage(&mut record, &dir, "compare", || {
         let s = servers.as_ref().context("no servers")?;
         let mut arms = Vec::new();
         for (name, server) in [("base", &s.base), ("tuned", &s.tuned)] {
