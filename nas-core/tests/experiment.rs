@@ -235,6 +235,7 @@ fn a_tiny_experiment_runs_every_stage_and_continues() {
         "Best accuracy so far",
         "tuned vs random",
         "base vs tuned",
+        "larger than the seed",
     ] {
         assert!(report.contains(part), "the report lacks {part}");
     }

@@ -363,16 +363,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let (comparison, groups) = load_comparison(&compare_dir)?;
     let body = comparison.body(&groups, &format!("{}/", experiment::COMPARE_DIR));
+    let by_arm: Vec<(String, Vec<&crate::report::RunData>)> = groups
+        .iter()
+        .map(|(a, runs)| (a.clone(), runs.iter().map(|(_, r)| r).collect()))
+        .collect();
+    let sizes = xreport::proposal_sizes(&by_arm);
     let html = xreport::render(&Parts {
         record: &record,
         loss_svg: std::fs::read_to_string(ft_dir.join("loss.svg")).ok(),
         probe: &probe_results,
         comparison: Some((&comparison, body)),
+        sizes: sizes.clone(),
     });
     let report = dir.join(xreport::REPORT_FILE);
     write_atomic(&report, &html)?;
     println!();
     print!("{}", comparison.table());
+    for z in &sizes {
+        println!(
+            "{}: {} trained proposals, mean {:.0} parameters, {} larger than the seed",
+            z.arm, z.trained, z.mean_params, z.larger_than_seed
+        );
+    }
     for r in &probe_results {
         println!(
             "held-out parents, {}: valid {:.1}% ({}/{}), duplicates {:.1}% ({}), better neighbour {}",

@@ -5,7 +5,8 @@
 
 use super::Record;
 use super::probe::ProbeResult;
-use crate::report::{Comparison, escape, page, pct};
+use crate::report::{Comparison, RunData, escape, page, pct};
+use crate::store::TrialStatus;
 use serde_json::Value;
 use std::fmt::Write as _;
 
@@ -26,6 +27,52 @@ fn minutes(s: f64) -> String {
     }
 }
 
+/// The size of what an arm proposed: what a tuned model learned shows here first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sizes {
+    /// The arm.
+    pub arm: String,
+    /// Trained proposals (the seed left out).
+    pub trained: usize,
+    /// Their mean parameter count.
+    pub mean_params: f64,
+    /// How many have more parameters than the seed network.
+    pub larger_than_seed: usize,
+}
+
+/// The sizes of each arm's trained proposals over its runs.
+pub fn proposal_sizes(arms: &[(String, Vec<&RunData>)]) -> Vec<Sizes> {
+    arms.iter()
+        .map(|(arm, runs)| {
+            let (mut n, mut sum, mut larger) = (0usize, 0.0, 0usize);
+            for r in runs {
+                let seed = r
+                    .search()
+                    .find(|t| t.trial.step == 0)
+                    .and_then(|t| t.trial.params);
+                for t in r
+                    .search()
+                    .filter(|t| t.trial.step > 0 && t.status() == TrialStatus::Done)
+                {
+                    if let Some(p) = t.trial.params {
+                        n += 1;
+                        sum += p as f64;
+                        if seed.is_some_and(|s| p > s) {
+                            larger += 1;
+                        }
+                    }
+                }
+            }
+            Sizes {
+                arm: arm.clone(),
+                trained: n,
+                mean_params: if n == 0 { 0.0 } else { sum / n as f64 },
+                larger_than_seed: larger,
+            }
+        })
+        .collect()
+}
+
 /// What the page is made of.
 pub struct Parts<'a> {
     /// The record (configuration and stages).
@@ -36,6 +83,8 @@ pub struct Parts<'a> {
     pub probe: &'a [ProbeResult],
     /// The comparison and its body (statistics, curves, runs).
     pub comparison: Option<(&'a Comparison, String)>,
+    /// The sizes of each arm's proposals in the comparison.
+    pub sizes: Vec<Sizes>,
 }
 
 /// Renders the page.
@@ -137,6 +186,25 @@ pub fn render(parts: &Parts) -> String {
             "<p>Mean best-of-run accuracy: {}.</p>",
             escape(&means.join(", "))
         );
+        if !parts.sizes.is_empty() {
+            b.push_str("<p>What each arm proposed (trained proposals over all its runs):</p>\n<table>\n<tr><th class=\"l\">arm</th><th>trained proposals</th><th>mean parameters</th><th>larger than the seed</th></tr>\n");
+            for z in &parts.sizes {
+                let _ = writeln!(
+                    b,
+                    "<tr><td class=\"l\">{}</td><td>{}</td><td>{:.0}</td><td>{} ({:.0}%)</td></tr>",
+                    escape(&z.arm),
+                    z.trained,
+                    z.mean_params,
+                    z.larger_than_seed,
+                    if z.trained == 0 {
+                        0.0
+                    } else {
+                        100.0 * z.larger_than_seed as f64 / z.trained as f64
+                    }
+                );
+            }
+            b.push_str("</table>\n");
+        }
         b.push_str(body);
     }
     page(&title, &b)
