@@ -1076,7 +1076,8 @@ impl ProposerResult {
     }
 }
 
-fn share(part: usize, whole: usize) -> f64 {
+/// `part / whole`, 0 for nothing.
+pub(crate) fn share(part: usize, whole: usize) -> f64 {
     if whole == 0 {
         0.0
     } else {

@@ -4,7 +4,7 @@
 
 use super::compare::{Arm, load_comparison, run_arms};
 use super::evolve::{Reporter, with_log};
-use super::finetune::View;
+use super::finetune::{ToolArgs, View};
 use crate::corpus_train::CorpusRun;
 use crate::evolve::{ProposerKind, SearchConfig, llm_config, seed_network};
 use crate::experiment::probe::{self, ProbeResult};
@@ -48,18 +48,9 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
-    /// The fine-tuning environment's Python [default: scripts/finetune-env.sh's].
-    #[arg(long, value_name = "PYTHON")]
-    pub python: Option<PathBuf>,
-
-    /// The folder with llama-server, llama-export-lora and llama-quantize
-    /// [default: scripts/local-llm.sh's build].
-    #[arg(long, value_name = "DIR")]
-    pub llama_bin: Option<PathBuf>,
-
-    /// llama.cpp's convert_lora_to_gguf.py [default: scripts/local-llm.sh's sources].
-    #[arg(long, value_name = "FILE.py")]
-    pub converter: Option<PathBuf>,
+    /// Where the tools are.
+    #[command(flatten)]
+    pub tools: ToolArgs,
 }
 
 /// Times a stage and records it, unless a previous run finished it.
@@ -132,11 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(finetune::tools::default_base);
     finetune::check_base(&base)?;
-    let tools = Tools::locate(
-        args.python.clone(),
-        args.llama_bin.clone(),
-        args.converter.clone(),
-    )?;
+    let tools = args.tools.locate()?;
     let seed_net = seed_network(&cfg.search)?;
     let dir = cfg.out.clone();
     let mut record = Record::open(&dir, &cfg)?;

@@ -99,18 +99,9 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 
-    /// The fine-tuning environment's python [default: scripts/finetune-env.sh's].
-    #[arg(long, value_name = "PYTHON")]
-    pub python: Option<PathBuf>,
-
-    /// The folder with llama-server, llama-export-lora and llama-quantize [default:
-    /// scripts/local-llm.sh's build].
-    #[arg(long, value_name = "DIR")]
-    pub llama_bin: Option<PathBuf>,
-
-    /// llama.cpp's convert_lora_to_gguf.py [default: scripts/local-llm.sh's sources].
-    #[arg(long, value_name = "FILE.py")]
-    pub converter: Option<PathBuf>,
+    /// Where the tools are.
+    #[command(flatten)]
+    pub tools: ToolArgs,
 
     /// Print the outcome as JSON on standard output.
     #[arg(long)]
@@ -135,6 +126,35 @@ impl Args {
         };
         settings.check().map_err(anyhow::Error::msg)?;
         Ok(settings)
+    }
+}
+
+/// Where the fine-tuning tools are, when not where the install scripts put them.
+#[derive(Debug, clap::Args)]
+pub struct ToolArgs {
+    /// The fine-tuning environment's python [default: scripts/finetune-env.sh's].
+    #[arg(long, value_name = "PYTHON")]
+    pub python: Option<PathBuf>,
+
+    /// The folder with llama-server, llama-export-lora and llama-quantize [default:
+    /// scripts/local-llm.sh's build].
+    #[arg(long, value_name = "DIR")]
+    pub llama_bin: Option<PathBuf>,
+
+    /// llama.cpp's convert_lora_to_gguf.py (convert_hf_to_gguf.py beside it) [default:
+    /// scripts/local-llm.sh's sources].
+    #[arg(long, value_name = "FILE.py")]
+    pub converter: Option<PathBuf>,
+}
+
+impl ToolArgs {
+    /// Finds the tools, or says how to install what is missing.
+    pub fn locate(&self) -> Result<Tools, finetune::FinetuneError> {
+        Tools::locate(
+            self.python.clone(),
+            self.llama_bin.clone(),
+            self.converter.clone(),
+        )
     }
 }
 
@@ -258,11 +278,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     finetune::check_pairs(&args.pairs)?;
     let base = args.base.clone().unwrap_or_else(tools::default_base);
     finetune::check_base(&base)?;
-    let tools = Tools::locate(
-        args.python.clone(),
-        args.llama_bin.clone(),
-        args.converter.clone(),
-    )?;
+    let tools = args.tools.locate()?;
     let mut view = View::new();
     let outcome = finetune::run(
         &settings,

@@ -58,17 +58,13 @@ pub struct ProbeResult {
 impl ProbeResult {
     /// `valid / proposals`.
     pub fn valid_rate(&self) -> f64 {
-        rate(self.valid, self.proposals)
+        crate::report::share(self.valid, self.proposals)
     }
 
     /// `duplicates / proposals`.
     pub fn duplicate_rate(&self) -> f64 {
-        rate(self.duplicates, self.proposals)
+        crate::report::share(self.duplicates, self.proposals)
     }
-}
-
-fn rate(a: usize, b: usize) -> f64 {
-    if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
 /// The distinct parents of the held-out pairs, each with its pair's better network.

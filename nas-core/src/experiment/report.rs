@@ -196,11 +196,7 @@ pub fn render(parts: &Parts) -> String {
                     z.trained,
                     z.mean_params,
                     z.larger_than_seed,
-                    if z.trained == 0 {
-                        0.0
-                    } else {
-                        100.0 * z.larger_than_seed as f64 / z.trained as f64
-                    }
+                    100.0 * crate::report::share(z.larger_than_seed, z.trained)
                 );
             }
             b.push_str("</table>\n");
