@@ -10,27 +10,12 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use nas_core::finetune::tools::{Tools, default_base};
+mod common;
+
+use common::{nas, s, stderr, tools_or_skip};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn nas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nas-core"))
-        .args(args)
-        .env_remove("CI")
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn read_json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
@@ -83,23 +68,6 @@ fn bad_configurations_get_a_clear_error_and_nothing_is_written() {
     assert!(!out.exists(), "nothing is written on bad input");
 }
 
-/// The tools, or `None` after a loud SKIPPED line (a failure under NAS_REQUIRE_FINETUNE).
-fn tools_or_skip() -> Option<Tools> {
-    let required = std::env::var_os("NAS_REQUIRE_FINETUNE").is_some();
-    match Tools::locate(None, None, None) {
-        Ok(t) if default_base().is_file() => Some(t),
-        Ok(_) if required => panic!("NAS_REQUIRE_FINETUNE is set but the base model is missing"),
-        Err(e) if required => panic!("NAS_REQUIRE_FINETUNE is set but {e}"),
-        other => {
-            let why = other
-                .err()
-                .map_or("no base model".to_string(), |e| e.to_string());
-            eprintln!("\n*** SKIPPED: {why}; the live experiment test did not run. ***\n");
-            None
-        }
-    }
-}
-
 const TINY: &str = r#"
 finetune_threads = 2
 [search]
@@ -127,7 +95,7 @@ seeds = 2
 
 #[test]
 fn a_tiny_experiment_runs_every_stage_and_continues() {
-    let Some(_tools) = tools_or_skip() else {
+    let Some(_tools) = tools_or_skip("the live experiment test") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

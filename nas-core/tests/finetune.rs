@@ -10,27 +10,14 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use nas_core::finetune::tools::{Server, Tools, default_base};
+mod common;
+
+use common::{nas, s, stderr, tools_or_skip};
+use nas_core::finetune::tools::{Server, default_base};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
-
-fn nas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nas-core"))
-        .args(args)
-        .env_remove("CI")
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 const RAW_PAIR: &str = r#"{"prompt": "// widths c0 16 c1 32 c2 64: 71.2%\n// better:\n", "completion": "{\"c0\": 24, \"c1\": 48, \"c2\": 64}"}"#;
 
@@ -101,29 +88,6 @@ fn bad_input_gets_a_clear_error_before_any_tool_starts() {
         "{e}"
     );
     assert!(!out.exists(), "nothing is written on bad input");
-}
-
-/// The tools, or `None` after a loud SKIPPED line (a failure under NAS_REQUIRE_FINETUNE).
-fn tools_or_skip() -> Option<Tools> {
-    let required = std::env::var_os("NAS_REQUIRE_FINETUNE").is_some();
-    let found = Tools::locate(None, None, None).and_then(|t| {
-        if default_base().is_file() {
-            Ok(t)
-        } else {
-            Err(nas_core::finetune::FinetuneError::NoBase(
-                default_base(),
-                String::new(),
-            ))
-        }
-    });
-    match found {
-        Ok(t) => Some(t),
-        Err(e) if required => panic!("NAS_REQUIRE_FINETUNE is set but {e}"),
-        Err(e) => {
-            eprintln!("\n*** SKIPPED: {e}; the live fine-tuning test did not run. ***\n");
-            None
-        }
-    }
 }
 
 fn post(url: &str, body: &Value) -> Value {
@@ -199,7 +163,7 @@ fn structured_pairs(dir: &Path) -> Vec<Value> {
 
 #[test]
 fn a_smoke_fine_tune_learns_converts_merges_and_serves() {
-    let Some(tools) = tools_or_skip() else {
+    let Some(tools) = tools_or_skip("the live fine-tuning test") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -376,7 +340,7 @@ fn a_smoke_fine_tune_learns_converts_merges_and_serves() {
 /// original GGUF's server gives.
 #[test]
 fn a_hugging_face_directory_is_a_base() {
-    let Some(tools) = tools_or_skip() else {
+    let Some(tools) = tools_or_skip("the live fine-tuning test") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
