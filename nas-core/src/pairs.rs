@@ -377,6 +377,21 @@ pub fn to_line(
     Ok(Some(line))
 }
 
+/// The JSON lines of `pairs` in `style` ([`to_line`]), and how many were written
+/// (pairs whose better network cannot be said in `style` are left out).
+pub fn to_lines(pairs: &[Pair], style: Style, widths: ValueSet) -> Result<(String, usize), String> {
+    let mut text = String::new();
+    let mut written = 0;
+    for p in pairs {
+        if let Some(line) = to_line(p, style, widths)? {
+            text.push_str(&line.to_string());
+            text.push('\n');
+            written += 1;
+        }
+    }
+    Ok((text, written))
+}
+
 fn bad(path: &Path, line: usize, reason: String) -> PairsError {
     PairsError::BadLine {
         path: path.to_path_buf(),

@@ -195,16 +195,8 @@ fn run_pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
             "no pairs: {measured} measured networks, none better than another at the same epochs"
         );
     }
-    let mut text = String::new();
-    let mut written = 0;
-    for p in &pairs {
-        let line = crate::pairs::to_line(p, args.style, args.widths).map_err(anyhow::Error::msg)?;
-        if let Some(line) = line {
-            text.push_str(&serde_json::to_string(&line)?);
-            text.push('\n');
-            written += 1;
-        }
-    }
+    let (text, written) =
+        crate::pairs::to_lines(&pairs, args.style, args.widths).map_err(anyhow::Error::msg)?;
     if written == 0 {
         bail!(
             "no pairs in the {} style: none of the {} better networks is a width mutant of its worse one on the allowed widths; try `--style chat` or other `--widths`",

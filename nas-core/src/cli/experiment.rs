@@ -191,17 +191,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .count();
         let total = all.len();
         let (train, held) = experiment::split_held_out(all, cfg.pairs.held_out, cfg.pairs.seed);
-        let mut text = String::new();
-        let mut written = 0;
-        for p in &train {
-            if let Some(line) =
-                pairs::to_line(p, cfg.style(), resolved.widths).map_err(anyhow::Error::msg)?
-            {
-                text.push_str(&serde_json::to_string(&line)?);
-                text.push('\n');
-                written += 1;
-            }
-        }
+        let (text, written) =
+            pairs::to_lines(&train, cfg.style(), resolved.widths).map_err(anyhow::Error::msg)?;
         if written == 0 {
             bail!(
                 "none of the {} training pairs can be written in the {} style",
@@ -288,16 +279,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 c,
                 cfg.probe.proposals,
             ))?;
-            eprintln!(
-                "  {arm}: valid {}/{} ({:.0}%), duplicates {} ({:.0}%), better neighbour {}, median {:.2} s",
-                r.valid,
-                r.proposals,
-                100.0 * r.valid_rate(),
-                r.duplicates,
-                100.0 * r.duplicate_rate(),
-                r.better_neighbour,
-                r.median_seconds
-            );
+            eprintln!("  {}", r.summary_line());
             results.push(r);
         }
         write_atomic(&probe_file, &serde_json::to_string_pretty(&results)?)?;
@@ -373,16 +355,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     for r in &probe_results {
-        println!(
-            "held-out parents, {}: valid {:.1}% ({}/{}), duplicates {:.1}% ({}), better neighbour {}",
-            r.arm,
-            100.0 * r.valid_rate(),
-            r.valid,
-            r.proposals,
-            100.0 * r.duplicate_rate(),
-            r.duplicates,
-            r.better_neighbour
-        );
+        println!("held-out parents, {}", r.summary_line());
     }
     eprintln!("report: {}", report.display());
     Ok(ExitCode::SUCCESS)

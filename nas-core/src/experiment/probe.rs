@@ -61,6 +61,21 @@ impl ProbeResult {
         crate::report::share(self.valid, self.proposals)
     }
 
+    /// One line for a terminal.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "{}: valid {:.1}% ({}/{}), duplicates {:.1}% ({}), better neighbour {}, median {:.2} s",
+            self.arm,
+            100.0 * self.valid_rate(),
+            self.valid,
+            self.proposals,
+            100.0 * self.duplicate_rate(),
+            self.duplicates,
+            self.better_neighbour,
+            self.median_seconds
+        )
+    }
+
     /// `duplicates / proposals`.
     pub fn duplicate_rate(&self) -> f64 {
         crate::report::share(self.duplicates, self.proposals)
