@@ -981,15 +981,18 @@ pub fn render(run: &RunData) -> Result<String, ReportError> {
     Ok(page(&format!("nas run {}", run.name), &body))
 }
 
+/// Writes `text` to a temporary file beside `path`, then renames it over `path`,
+/// so a reader (or a killed process) never leaves half a file.
+pub(crate) fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path))
+}
+
 fn write_file(path: &Path, text: &str) -> Result<(), ReportError> {
-    // Write then rename, so a reader never sees half a file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|source| ReportError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+    replace_file(path, text).map_err(|source| ReportError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The best network's text: a proposed network's doc comment (inherited from its

@@ -194,14 +194,19 @@ fn load(dir: &Path, record: &Record) -> anyhow::Result<Vec<Group>> {
     Ok(groups)
 }
 
-/// Computes the comparison and writes its report and record.
-fn write(dir: &Path, mut record: Record) -> anyhow::Result<Comparison> {
-    let groups = load(dir, &record)?;
+/// The comparison of a record's runs, and the runs grouped by arm.
+fn compute(dir: &Path, record: &Record) -> anyhow::Result<(Comparison, Vec<Group>)> {
+    let groups = load(dir, record)?;
     let plain: Vec<(String, Vec<RunData>)> = groups
         .iter()
         .map(|(p, runs)| (p.clone(), runs.iter().map(|(_, r)| r.clone()).collect()))
         .collect();
-    let comparison = Comparison::new(&plain);
+    Ok((Comparison::new(&plain), groups))
+}
+
+/// Computes the comparison and writes its report and record.
+fn write(dir: &Path, mut record: Record) -> anyhow::Result<Comparison> {
+    let (comparison, groups) = compute(dir, &record)?;
     let title = format!(
         "Comparison {}: {} ({} seeds)",
         dir.file_name()
@@ -220,29 +225,23 @@ fn write(dir: &Path, mut record: Record) -> anyhow::Result<Comparison> {
     Ok(comparison)
 }
 
-/// A comparison's statistics and its runs, grouped by arm, from its directory.
-pub(crate) fn load_comparison(dir: &Path) -> anyhow::Result<(Comparison, Vec<Group>)> {
+/// The comparison record in `dir`.
+fn read_record(dir: &Path) -> anyhow::Result<Record> {
     let path = dir.join(COMPARE_FILE);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read `{}`", path.display()))?;
-    let record: Record = serde_json::from_str(&text)
-        .with_context(|| format!("`{}` is not a comparison record", path.display()))?;
-    let groups = load(dir, &record)?;
-    let plain: Vec<(String, Vec<RunData>)> = groups
-        .iter()
-        .map(|(p, runs)| (p.clone(), runs.iter().map(|(_, r)| r.clone()).collect()))
-        .collect();
-    Ok((Comparison::new(&plain), groups))
+    serde_json::from_str(&text)
+        .with_context(|| format!("`{}` is not a comparison record", path.display()))
+}
+
+/// A comparison's statistics and its runs, grouped by arm, from its directory.
+pub(crate) fn load_comparison(dir: &Path) -> anyhow::Result<(Comparison, Vec<Group>)> {
+    compute(dir, &read_record(dir)?)
 }
 
 /// Rewrites a comparison's report from its runs.
 pub fn rewrite_report(dir: &Path) -> anyhow::Result<Comparison> {
-    let path = dir.join(COMPARE_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read `{}`", path.display()))?;
-    let record: Record = serde_json::from_str(&text)
-        .with_context(|| format!("`{}` is not a comparison record", path.display()))?;
-    write(dir, record)
+    write(dir, read_record(dir)?)
 }
 
 /// Runs (or continues) a comparison of `arms` in `dir`: for every seed k in

@@ -6,7 +6,7 @@ use super::compare::{Arm, load_comparison, run_arms};
 use super::evolve::{Reporter, with_log};
 use super::finetune::{ToolArgs, View};
 use crate::corpus_train::CorpusRun;
-use crate::evolve::{ProposerKind, SearchConfig, llm_config, seed_network};
+use crate::evolve::{ProposerKind, llm_config, seed_network};
 use crate::experiment::probe::{self, ProbeResult};
 use crate::experiment::report::{self as xreport, Parts};
 use crate::experiment::{self, Config, Record};
@@ -127,8 +127,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let seed_net = seed_network(&cfg.search)?;
     let dir = cfg.out.clone();
     let mut record = Record::open(&dir, &cfg)?;
+    // A moved experiment (or one with other fine-tuning threads) records where it is now.
+    record.config = cfg.clone();
     eprintln!(
-        "experiment in {} ({} of {} stages done before)",
+        "experiment in {} ({} of {} stages done before; the report is written at the end)",
         dir.display(),
         record.stages.len(),
         experiment::STAGES.len()
@@ -141,8 +143,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let ft_dir = dir.join(experiment::FINETUNE_DIR);
     let probe_file = dir.join(experiment::PROBE_FILE);
     let compare_dir = dir.join(experiment::COMPARE_DIR);
-    // Not recorded as a stage: the report is written anew on every run.
-    record.stages.retain(|s| s.name != "report");
 
     stage(&mut record, &dir, "corpus", || {
         let mutator = Mutator {
@@ -254,12 +254,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let held: Vec<Pair> = if held_file.exists() {
-        serde_json::from_str(&std::fs::read_to_string(&held_file)?)
-            .with_context(|| format!("`{}` does not decode", held_file.display()))?
-    } else {
-        Vec::new()
-    };
+    let held: Vec<Pair> = read_json(&held_file)?;
 
     stage(&mut record, &dir, "probe", || {
         let s = servers.as_ref().context("no servers")?;
@@ -304,9 +299,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         for b in &cfg.compare.baselines {
             arms.push(Arm::plain(ProposerKind::parse(b)?));
         }
-        let search: SearchConfig = cfg.search.clone();
-        let c = run_arms(&search, &arms, cfg.compare.seeds, &compare_dir)?;
-        print!("{}", c.table());
+        let c = run_arms(&cfg.search, &arms, cfg.compare.seeds, &compare_dir)?;
         Ok(json!({
             "arms": c.proposers.iter().map(|p| json!({
                 "arm": p.proposer,
@@ -324,12 +317,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     drop(servers);
 
-    // The report, from what the stages left on disk.
-    let probe_results: Vec<ProbeResult> = match std::fs::read_to_string(&probe_file) {
-        Ok(t) => serde_json::from_str(&t)
-            .with_context(|| format!("`{}` does not decode", probe_file.display()))?,
-        Err(_) => Vec::new(),
-    };
+    // The report, from what the stages left on disk (written anew on every run).
+    let probe_results: Vec<ProbeResult> = read_json(&probe_file)?;
     let (comparison, groups) = load_comparison(&compare_dir)?;
     let body = comparison.body(&groups, &format!("{}/", experiment::COMPARE_DIR));
     let by_arm: Vec<(String, Vec<&crate::report::RunData>)> = groups
@@ -341,7 +330,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         record: &record,
         loss_svg: std::fs::read_to_string(ft_dir.join("loss.svg")).ok(),
         probe: &probe_results,
-        comparison: Some((&comparison, body)),
+        comparison: (&comparison, body),
         sizes: sizes.clone(),
     });
     let report = dir.join(xreport::REPORT_FILE);
@@ -361,9 +350,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A file an earlier stage wrote (a rerun that finds it gone says so).
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read `{}`, which a finished stage wrote (start the experiment in a new directory)",
+            path.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("`{}` does not decode", path.display()))
+}
+
 fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("part");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
+    crate::report::replace_file(path, text)
         .with_context(|| format!("cannot write `{}`", path.display()))
 }

@@ -34,8 +34,8 @@ pub struct Args {
     pub out: PathBuf,
 
     /// The base model: a GGUF file, or a Hugging Face model directory
-    /// (`config.json`, `*.safetensors`, `tokenizer.model`; e.g. a 7B coder model on
-    /// a GPU), which llama.cpp's `convert_hf_to_gguf.py` turns into `base-f16.gguf`
+    /// (`config.json`, `*.safetensors` and its tokenizer files, as downloaded; e.g. a
+    /// 7B coder model on a GPU), which llama.cpp's `convert_hf_to_gguf.py` turns into `base-f16.gguf`
     /// once (the tokenizer, the merge base and the served base) while training
     /// loads its own weights [default: the Gemma 3 270M GGUF that
     /// scripts/local-llm.sh installs].

@@ -40,10 +40,8 @@ pub const PROBE_FILE: &str = "probe.json";
 /// The comparison's directory.
 pub const COMPARE_DIR: &str = "compare";
 
-/// The stages, in order.
-pub const STAGES: [&str; 7] = [
-    "corpus", "train", "pairs", "finetune", "probe", "compare", "report",
-];
+/// The recorded stages, in order (the report is written anew on every run).
+pub const STAGES: [&str; 6] = ["corpus", "train", "pairs", "finetune", "probe", "compare"];
 
 /// Why an experiment cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -314,24 +312,26 @@ impl Record {
                         format!("unreadable {RECORD_FILE}: {e}"),
                     )
                 })?;
-                if r.config != *config {
+                // Where it lives and how many threads fine-tune do not change results.
+                let given = Config {
+                    out: r.config.out.clone(),
+                    finetune_threads: r.config.finetune_threads,
+                    ..config.clone()
+                };
+                if r.config != given {
                     let a = serde_json::to_value(&r.config).unwrap_or_default();
-                    let b = serde_json::to_value(config).unwrap_or_default();
-                    let differs: Vec<String> = [
-                        "out",
-                        "base",
-                        "finetune_threads",
-                        "search",
-                        "corpus",
-                        "pairs",
-                        "finetune",
-                        "probe",
-                        "compare",
-                    ]
-                    .iter()
-                    .filter(|k| a.get(**k) != b.get(**k))
-                    .map(|k| format!("`{k}`"))
-                    .collect();
+                    let b = serde_json::to_value(&given).unwrap_or_default();
+                    let keys: BTreeSet<&String> = a
+                        .as_object()
+                        .into_iter()
+                        .chain(b.as_object())
+                        .flat_map(|o| o.keys())
+                        .collect();
+                    let differs: Vec<String> = keys
+                        .into_iter()
+                        .filter(|k| a.get(k.as_str()) != b.get(k.as_str()))
+                        .map(|k| format!("`{k}`"))
+                        .collect();
                     return Err(ExperimentError::Mismatch(
                         dir.to_path_buf(),
                         format!("{} differ", differs.join(", ")),
@@ -360,10 +360,8 @@ impl Record {
     /// Writes the record (atomically).
     pub fn save(&self, dir: &Path) -> Result<(), ExperimentError> {
         let path = dir.join(RECORD_FILE);
-        let tmp = path.with_extension("json.part");
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
+        crate::report::replace_file(&path, &text)
             .map_err(|e| ExperimentError::Io(format!("cannot write `{}`", path.display()), e))
     }
 
@@ -523,6 +521,15 @@ mod tests {
         .unwrap();
         let again = Record::open(dir.path(), &cfg).unwrap();
         assert_eq!(again.stage("corpus").unwrap().summary["records"], 60);
+        let moved = Config {
+            out: PathBuf::from("elsewhere"),
+            finetune_threads: 1,
+            ..cfg.clone()
+        };
+        assert!(
+            Record::open(dir.path(), &moved).is_ok(),
+            "a moved experiment continues"
+        );
         let mut other = cfg.clone();
         other.compare.seeds = 12;
         let e = Record::open(dir.path(), &other).unwrap_err().to_string();

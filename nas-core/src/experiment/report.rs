@@ -82,7 +82,7 @@ pub struct Parts<'a> {
     /// The probe per model.
     pub probe: &'a [ProbeResult],
     /// The comparison and its body (statistics, curves, runs).
-    pub comparison: Option<(&'a Comparison, String)>,
+    pub comparison: (&'a Comparison, String),
     /// The sizes of each arm's proposals in the comparison.
     pub sizes: Vec<Sizes>,
 }
@@ -174,7 +174,8 @@ pub fn render(parts: &Parts) -> String {
         b.push_str("</table>\n");
     }
 
-    if let Some((cmp, body)) = &parts.comparison {
+    {
+        let (cmp, body) = &parts.comparison;
         b.push_str("<h2>Search: base vs tuned vs baselines</h2>\n");
         let means: Vec<String> = cmp
             .proposers

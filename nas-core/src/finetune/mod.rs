@@ -271,10 +271,8 @@ impl Record {
 
     fn save(&self, out: &Path) -> Result<(), FinetuneError> {
         let path = Record::path(out);
-        let tmp = path.with_extension("json.part");
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
+        crate::report::replace_file(&path, &text)
             .map_err(|e| FinetuneError::io(format!("cannot write `{}`", path.display()), e))
     }
 
