@@ -4,11 +4,18 @@
 //! architecture. It evaluates top-1/top-5 on the test split after every epoch,
 //! records per-epoch telemetry, and ends a run whose loss turns NaN/Inf or explodes
 //! as `diverged` instead of crashing. Seeds make a CPU run reproducible.
+//!
+//! A run can stop after any epoch with a [`Checkpoint`] (weights, running
+//! statistics, the optimiser's momentum, the epochs done) and be continued later
+//! ([`train_from`]): the learning-rate schedule spans
+//! [`TrainConfig::schedule_epochs`], the data order and augmentation are drawn
+//! from the seed epoch by epoch, and the backend's generator is seeded at every
+//! epoch, so a continued run equals one uninterrupted run bit for bit.
 
 use crate::data::augment::{Augment, Prefetch, epoch_batches, make_batch};
 use crate::data::{Dataset, IMAGE, Normalize, Split};
 use crate::runtime::{RuntimeError, RuntimeNet};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -40,6 +47,9 @@ pub enum TrainError {
     /// The runtime module failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// A checkpoint that does not decode or does not belong to this training.
+    #[error("the checkpoint cannot continue this training: {0}")]
+    Checkpoint(String),
 }
 
 /// The learning-rate schedule after warm-up.
@@ -56,8 +66,13 @@ pub enum Schedule {
 /// The hyper-parameters of a run (fixed across the runs of a search).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct TrainConfig {
-    /// Passes over the training split.
+    /// Passes over the training split (where this run stops).
     pub epochs: usize,
+    /// The epochs the learning-rate schedule spans (none: `epochs`). A run that
+    /// stops early to be continued ([`train_from`]) sets it to the epochs of the
+    /// whole training, so its schedule is the uninterrupted one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule_epochs: Option<usize>,
     /// Training batch size.
     pub batch: usize,
     /// Peak learning rate.
@@ -88,6 +103,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             epochs: 2,
+            schedule_epochs: None,
             batch: 128,
             lr: 0.05,
             momentum: 0.9,
@@ -109,6 +125,14 @@ impl TrainConfig {
         let bad = |m: String| Err(TrainError::Config(m));
         if self.epochs == 0 {
             return bad("`epochs` must be at least 1".into());
+        }
+        if let Some(s) = self.schedule_epochs
+            && s < self.epochs
+        {
+            return bad(format!(
+                "the schedule spans {s} epochs, fewer than the {} to train",
+                self.epochs
+            ));
         }
         if self.batch == 0 || self.eval_batch == 0 {
             return bad("batch sizes must be at least 1".into());
@@ -138,6 +162,11 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The epochs the learning-rate schedule spans.
+    pub fn schedule_epochs(&self) -> usize {
+        self.schedule_epochs.unwrap_or(self.epochs).max(self.epochs)
     }
 }
 
@@ -224,7 +253,7 @@ impl Task {
 }
 
 /// One epoch's telemetry.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochStats {
     /// 1-based epoch.
     pub epoch: usize,
@@ -294,6 +323,12 @@ pub struct Report {
     pub top5: f64,
     /// Total wall time in seconds.
     pub wall_s: f64,
+    /// The epochs taken from a checkpoint (0: trained from the start).
+    pub resumed_at: usize,
+    /// The state after the last epoch, when one was asked for and the run
+    /// completed.
+    #[serde(skip)]
+    pub checkpoint: Option<Checkpoint>,
 }
 
 impl Report {
@@ -434,6 +469,161 @@ fn row_stats(row: &[f32], label: usize) -> (f64, usize) {
     (loss, rank)
 }
 
+/// The state of a training after an epoch, to continue it from: the epochs
+/// done (with their telemetry), the hyper-parameters that must not change, the
+/// module's record (weights and batch-norm running statistics, with their
+/// parameter ids) and the optimiser's (momentum buffers by parameter id).
+#[derive(Clone, PartialEq)]
+pub struct Checkpoint(Vec<u8>);
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Checkpoint({} bytes)", self.0.len())
+    }
+}
+
+const CHECKPOINT_MAGIC: &[u8; 8] = b"NASCKPT1";
+
+/// What a checkpoint records besides the two module records.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct CheckpointHeader {
+    net: String,
+    params: u64,
+    seed: u64,
+    batch: usize,
+    schedule_epochs: usize,
+    train_images: usize,
+    epochs: Vec<EpochStats>,
+}
+
+impl Checkpoint {
+    /// A checkpoint from stored bytes (checked when it is used).
+    pub fn from_bytes(bytes: Vec<u8>) -> Checkpoint {
+        Checkpoint(bytes)
+    }
+
+    /// The stored bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The size in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds nothing (never true of a written checkpoint).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The epochs it holds.
+    pub fn epochs(&self) -> Result<usize, TrainError> {
+        Ok(self.parts()?.0.epochs.len())
+    }
+
+    /// The module and optimiser records (everything but the telemetry): two
+    /// checkpoints of equal training hold equal state.
+    pub fn state(&self) -> Result<(&[u8], &[u8]), TrainError> {
+        let (_, model, optim) = self.parts()?;
+        Ok((model, optim))
+    }
+
+    /// Every float tensor it holds (learnable parameters and batch-norm
+    /// running statistics), flattened in the module's order, as `net` loads them (to compare the weights of two trainings whatever
+    /// their parameter ids).
+    pub fn weights<B: Backend>(
+        &self,
+        net: &CheckedNet,
+        device: &B::Device,
+    ) -> Result<Vec<f32>, TrainError> {
+        struct Flatten(Vec<f32>);
+        impl<B: Backend> burn::module::ModuleVisitor<B> for Flatten {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+                self.0
+                    .extend(param.val().into_data().iter::<f32>().collect::<Vec<_>>());
+            }
+        }
+        let (_, model_bytes, _) = self.parts()?;
+        let model = load_module(RuntimeNet::<B>::new(net, device), model_bytes, device)?;
+        let mut flat = Flatten(Vec::new());
+        model.visit(&mut flat);
+        Ok(flat.0)
+    }
+
+    fn encode(header: &CheckpointHeader, model: &[u8], optim: &[u8]) -> Checkpoint {
+        let header = serde_json::to_vec(header).unwrap_or_default();
+        let mut out = Vec::with_capacity(8 + 24 + header.len() + model.len() + optim.len());
+        out.extend_from_slice(CHECKPOINT_MAGIC);
+        for part in [&header[..], model, optim] {
+            out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+        Checkpoint(out)
+    }
+
+    fn parts(&self) -> Result<(CheckpointHeader, &[u8], &[u8]), TrainError> {
+        let bad = |m: &str| TrainError::Checkpoint(m.to_string());
+        let rest = self
+            .0
+            .strip_prefix(CHECKPOINT_MAGIC)
+            .ok_or_else(|| bad("not a nas-core checkpoint"))?;
+        let mut parts = Vec::with_capacity(3);
+        let mut rest = rest;
+        for _ in 0..3 {
+            let (len, tail) = rest
+                .split_first_chunk::<8>()
+                .ok_or_else(|| bad("truncated"))?;
+            let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| bad("truncated"))?;
+            if tail.len() < len {
+                return Err(bad("truncated"));
+            }
+            let (part, tail) = tail.split_at(len);
+            parts.push(part);
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            return Err(bad("trailing bytes"));
+        }
+        let header: CheckpointHeader = serde_json::from_slice(parts[0])
+            .map_err(|e| TrainError::Checkpoint(format!("header: {e}")))?;
+        Ok((header, parts[1], parts[2]))
+    }
+}
+
+/// The seed of the backend's generator in `epoch` (dropout masks): drawn from
+/// the run's seed and the epoch alone, so a continued run draws the same.
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    let mut z = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+type Records = burn::record::NamedMpkBytesRecorder<burn::record::FullPrecisionSettings>;
+
+/// Runs a record load, turning a panic inside Burn (it panics on a malformed
+/// parameter id) into an error.
+fn guarded<T>(what: &str, load: impl FnOnce() -> Result<T, TrainError>) -> Result<T, TrainError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|_| {
+        Err(TrainError::Checkpoint(format!(
+            "the {what} record is malformed"
+        )))
+    })
+}
+
+fn load_module<B: Backend>(
+    model: RuntimeNet<B>,
+    bytes: &[u8],
+    device: &B::Device,
+) -> Result<RuntimeNet<B>, TrainError> {
+    guarded("module", || {
+        let record = burn::record::Recorder::<B>::load(&Records::default(), bytes.to_vec(), device)
+            .map_err(|e| TrainError::Checkpoint(format!("the module record: {e}")))?;
+        Ok(model.load_record(record))
+    })
+}
+
 /// Serialises training runs within a process (see [`train`]).
 static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -445,8 +635,71 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     observer: &mut dyn Observer,
 ) -> Result<Report, TrainError> {
+    train_from::<B>(net, task, cfg, None, false, device, observer)
+}
+
+/// Trains `net` up to `cfg.epochs`, continuing from `resume` when given (its
+/// epochs are not trained again and its telemetry heads the report's), and
+/// returns the state after the last epoch in [`Report::checkpoint`] when
+/// `keep` is set and the run completed. A checkpoint of another network, seed,
+/// batch size, schedule length or task, or one past `cfg.epochs`, is refused
+/// ([`TrainError::Checkpoint`]).
+#[allow(clippy::too_many_arguments)]
+pub fn train_from<B: AutodiffBackend>(
+    net: &CheckedNet,
+    task: &Task,
+    cfg: &TrainConfig,
+    resume: Option<&Checkpoint>,
+    keep: bool,
+    device: &B::Device,
+    observer: &mut dyn Observer,
+) -> Result<Report, TrainError> {
     cfg.validate()?;
     check_fit(net, task)?;
+    let header = CheckpointHeader {
+        net: net.name().to_string(),
+        params: net.params(),
+        seed: cfg.seed,
+        batch: cfg.batch,
+        schedule_epochs: cfg.schedule_epochs(),
+        train_images: task.train.len(),
+        epochs: Vec::new(),
+    };
+    let resume = match resume {
+        None => None,
+        Some(c) => {
+            let (stored, model, optim) = c.parts()?;
+            let same = CheckpointHeader {
+                epochs: Vec::new(),
+                ..stored.clone()
+            };
+            if same != header {
+                return Err(TrainError::Checkpoint(format!(
+                    "it was written by another training ({} with {} parameters, seed {}, batch {}, a {}-epoch schedule, {} images; this one: {} with {} parameters, seed {}, batch {}, a {}-epoch schedule, {} images)",
+                    stored.net,
+                    stored.params,
+                    stored.seed,
+                    stored.batch,
+                    stored.schedule_epochs,
+                    stored.train_images,
+                    header.net,
+                    header.params,
+                    header.seed,
+                    header.batch,
+                    header.schedule_epochs,
+                    header.train_images
+                )));
+            }
+            if stored.epochs.len() > cfg.epochs {
+                return Err(TrainError::Checkpoint(format!(
+                    "it holds {} epochs, more than the {} to train",
+                    stored.epochs.len(),
+                    cfg.epochs
+                )));
+            }
+            Some((stored.epochs, model.to_vec(), optim.to_vec()))
+        }
+    };
     // The backend's random generator (weights, dropout masks) is global to the
     // process: two runs at once would interleave its draws and neither would be
     // reproducible. Runs in one process therefore take turns (each uses every core).
@@ -465,6 +718,18 @@ pub fn train<B: AutodiffBackend>(
         ))
         .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay as f32)))
         .init::<B, RuntimeNet<B>>();
+    let recorder = Records::default();
+    let mut epochs = Vec::new();
+    if let Some((done, model_bytes, optim_bytes)) = resume {
+        model = load_module(model, &model_bytes, device)?;
+        optim = guarded("optimiser", || {
+            let record = burn::record::Recorder::<B>::load(&recorder, optim_bytes, device)
+                .map_err(|e| TrainError::Checkpoint(format!("the optimiser record: {e}")))?;
+            Ok(optim.load_record(record))
+        })?;
+        epochs = done;
+    }
+    let resumed_at = epochs.len();
     let smoothing = (cfg.label_smoothing > 0.0).then_some(cfg.label_smoothing as f32);
     let loss_fn = CrossEntropyLossConfig::new()
         .with_smoothing(smoothing)
@@ -472,13 +737,20 @@ pub fn train<B: AutodiffBackend>(
     let limit = cfg.explode * (task.classes().max(2) as f64).ln();
     let mut rng = Pcg64::seed_from_u64(cfg.seed ^ 0xDA7A);
     let steps_per_epoch = epoch_batches(task.train.len(), cfg.batch, &mut rng.clone()).len();
-    let total = steps_per_epoch * cfg.epochs;
-    let mut global = 0usize;
-    let mut epochs = Vec::new();
+    let total = steps_per_epoch * cfg.schedule_epochs();
+    // The data order and augmentation seeds of the epochs a checkpoint holds are
+    // drawn again (cheap: index shuffles), so later epochs see what they would
+    // have seen in one uninterrupted run.
+    for _ in 0..resumed_at {
+        epoch_batches(task.train.len(), cfg.batch, &mut rng);
+        let _: u64 = rng.random();
+    }
+    let mut global = steps_per_epoch * resumed_at;
     let mut outcome = Outcome::Completed;
 
-    'epochs: for epoch in 1..=cfg.epochs {
+    'epochs: for epoch in resumed_at + 1..=cfg.epochs {
         let epoch_start = Instant::now();
+        B::seed(device, epoch_seed(cfg.seed, epoch));
         let batches = epoch_batches(task.train.len(), cfg.batch, &mut rng);
         observer.epoch_start(epoch, batches.len());
         let stream = Prefetch::start(
@@ -552,6 +824,22 @@ pub fn train<B: AutodiffBackend>(
         epochs.push(stats);
     }
     let (top1, top5) = epochs.last().map_or((0.0, 0.0), |e| (e.top1, e.top5));
+    let checkpoint = if keep && outcome == Outcome::Completed {
+        let encode = |what: &str, e: burn::record::RecorderError| {
+            TrainError::Checkpoint(format!("writing the {what} record: {e}"))
+        };
+        let model_bytes = burn::record::Recorder::<B>::record(&recorder, model.into_record(), ())
+            .map_err(|e| encode("module", e))?;
+        let optim_bytes = burn::record::Recorder::<B>::record(&recorder, optim.to_record(), ())
+            .map_err(|e| encode("optimiser", e))?;
+        let header = CheckpointHeader {
+            epochs: epochs.clone(),
+            ..header
+        };
+        Some(Checkpoint::encode(&header, &model_bytes, &optim_bytes))
+    } else {
+        None
+    };
     Ok(Report {
         net: net.name().to_string(),
         params: net.params(),
@@ -566,6 +854,8 @@ pub fn train<B: AutodiffBackend>(
         top1,
         top5,
         wall_s: start.elapsed().as_secs_f64(),
+        resumed_at,
+        checkpoint,
     })
 }
 
@@ -634,16 +924,40 @@ pub fn train_on(
     cfg: &TrainConfig,
     observer: &mut dyn Observer,
 ) -> Result<Report, TrainError> {
+    train_from_on(backend, net, task, cfg, None, false, observer)
+}
+
+/// Continues or starts a training on the chosen backend's default device (see
+/// [`train_from`]).
+pub fn train_from_on(
+    backend: BackendKind,
+    net: &CheckedNet,
+    task: &Task,
+    cfg: &TrainConfig,
+    resume: Option<&Checkpoint>,
+    keep: bool,
+    observer: &mut dyn Observer,
+) -> Result<Report, TrainError> {
     struct Job<'a> {
         net: &'a CheckedNet,
         task: &'a Task,
         cfg: &'a TrainConfig,
+        resume: Option<&'a Checkpoint>,
+        keep: bool,
         observer: &'a mut dyn Observer,
     }
     impl BackendJob for Job<'_> {
         type Output = Result<Report, TrainError>;
         fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
-            train::<B>(self.net, self.task, self.cfg, device, self.observer)
+            train_from::<B>(
+                self.net,
+                self.task,
+                self.cfg,
+                self.resume,
+                self.keep,
+                device,
+                self.observer,
+            )
         }
     }
     on_backend(
@@ -652,6 +966,8 @@ pub fn train_on(
             net,
             task,
             cfg,
+            resume,
+            keep,
             observer,
         },
     )?

@@ -1,7 +1,8 @@
 //! The trainer end to end on the CPU backend: a small net learns a small generated
 //! set (accuracy above 3x chance, loss falling), runs are reproducible from their
 //! seed, an absurd learning rate ends the run as `diverged`, and nets that do not
-//! fit the task are refused.
+//! fit the task are refused, and a training continued from a checkpoint equals
+//! one uninterrupted training bit for bit.
 
 #![allow(
     clippy::unwrap_used,
@@ -11,7 +12,7 @@
 use burn::backend::{Autodiff, Flex};
 use nas_core::data::augment::Augment;
 use nas_core::data::{Dataset, PIXELS, Split, synthetic};
-use nas_core::train::{Outcome, Task, TrainConfig, TrainError, train};
+use nas_core::train::{Checkpoint, Outcome, Task, TrainConfig, TrainError, train, train_from};
 use nas_dsl::CheckedNet;
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64;
@@ -199,4 +200,84 @@ fn nets_that_do_not_fit_the_task_are_refused() {
         e.to_string(),
         "`S` does not fit the synthetic task: the net takes [3, 16, 16] but the images are [3, 32, 32]"
     );
+}
+
+/// Three epochs in one go, and the same three epochs as 1 + 1 + 1 continued from
+/// checkpoints (the schedule spanning all three), give the same telemetry, the
+/// same weights, running statistics and momentum, bit for bit (the net has
+/// dropout, batch norm and augmentation, so every random stream is covered).
+#[test]
+fn a_continued_training_equals_an_uninterrupted_one() {
+    let task = task(96, 40);
+    let src = "net C(input = [3, 32, 32], classes = 10) {
+        conv(3 -> 8, k = 3, stride = 2, pad = 1); bn; relu; gap; dropout(p = 0.3); linear(8 -> 10);
+    }";
+    let n = net(src);
+    let device = Default::default();
+    let cfg = |epochs| TrainConfig {
+        epochs,
+        schedule_epochs: Some(3),
+        batch: 16,
+        seed: 5,
+        ..TrainConfig::default()
+    };
+    let whole = train_from::<B>(&n, &task, &cfg(3), None, true, &device, &mut ()).unwrap();
+    assert_eq!(whole.resumed_at, 0);
+    let mut ckpt: Option<Checkpoint> = None;
+    for epochs in 1..=3 {
+        let part = train_from::<B>(
+            &n,
+            &task,
+            &cfg(epochs),
+            ckpt.as_ref(),
+            true,
+            &device,
+            &mut (),
+        )
+        .unwrap();
+        assert_eq!(part.resumed_at, epochs - 1);
+        assert_eq!(part.epochs.len(), epochs);
+        ckpt = part.checkpoint;
+    }
+    let ckpt = ckpt.unwrap();
+    let whole_ckpt = whole.checkpoint.clone().unwrap();
+    assert_eq!(ckpt.epochs().unwrap(), 3);
+    let (a, b) = (
+        ckpt.weights::<B>(&n, &device).unwrap(),
+        whole_ckpt.weights::<B>(&n, &device).unwrap(),
+    );
+    assert!(a.len() as u64 >= n.params() && a.len() == b.len());
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "the continued training's weights differ from the uninterrupted one's"
+    );
+    // The continued run's telemetry (epochs 1-3, the first two from the
+    // checkpoints) matches, wall times aside.
+    let part = train_from::<B>(&n, &task, &cfg(3), Some(&ckpt), false, &device, &mut ()).unwrap();
+    assert_eq!(part.resumed_at, 3);
+    let key = |r: &nas_core::train::Report| {
+        r.epochs
+            .iter()
+            .map(|e| (e.epoch, e.steps, e.train_loss, e.test_loss, e.top1, e.lr))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(key(&part), key(&whole));
+    assert_eq!(part.top1, whole.top1);
+    // Without the long schedule, the first epoch is another training: its
+    // checkpoint is refused, as are garbage and a checkpoint of another net.
+    let short = TrainConfig {
+        schedule_epochs: None,
+        ..cfg(2)
+    };
+    let e = train_from::<B>(&n, &task, &short, Some(&ckpt), false, &device, &mut ()).unwrap_err();
+    assert!(matches!(e, TrainError::Checkpoint(_)), "{e}");
+    assert!(e.to_string().contains("a 3-epoch schedule"), "{e}");
+    let garbage = Checkpoint::from_bytes(b"NASCKPT1 nonsense".to_vec());
+    let e =
+        train_from::<B>(&n, &task, &cfg(3), Some(&garbage), false, &device, &mut ()).unwrap_err();
+    assert!(e.to_string().contains("truncated"), "{e}");
+    let other = net(&src.replace("8 ->", "6 ->").replace("-> 8", "-> 6"));
+    let e =
+        train_from::<B>(&other, &task, &cfg(3), Some(&ckpt), false, &device, &mut ()).unwrap_err();
+    assert!(e.to_string().contains("parameters"), "{e}");
 }
