@@ -116,6 +116,8 @@ impl CorpusRun {
                     epochs: cfg.epochs as u32,
                     propose_ms: 0.0,
                     error: None,
+                    rung: 0,
+                    continues: None,
                 },
             )?;
         }

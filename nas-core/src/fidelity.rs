@@ -428,6 +428,8 @@ impl Check {
                     epochs: epochs as u32,
                     propose_ms: 0.0,
                     error: None,
+                    rung: 0,
+                    continues: None,
                 },
             )?;
             plan.push(Planned {

@@ -7,7 +7,24 @@
 //! that holds a trial in its top `⌊n / eta⌋` (of its `n` results) not yet
 //! promoted gives that trial to the worker, to continue to the next rung;
 //! otherwise the worker starts a new trial at rung 0. No rung waits to fill.
+//!
+//! In a run, each rung a network reaches is one stored trial (a *segment*):
+//! rung 0 is the proposal, a promotion is a new pending trial that
+//! [`continues`](crate::store::NewTrial::continues) the one it was promoted
+//! from, from that trial's checkpoint. [`plan`] reads the stored trials and
+//! says which one to promote next and which checkpoints can go; each store
+//! applies it in one transaction ([`crate::store::Store::promote`]).
+//!
+//! Checkpoints: a segment below the top rung that completes keeps one; it is
+//! deleted when its continuation ends, or when its trial ranks more than `η`
+//! places below its rung's promotion quota (`⌊n/η⌋`). Live checkpoints are
+//! therefore at most `η` per rung below the top plus one per segment in flight
+//! (and the promotions waiting for a worker). A trial whose checkpoint was
+//! deleted and that later enters the quota (the quota grows with `n`) is
+//! trained again from its first epoch: the same result (a continued training
+//! equals an uninterrupted one), at more cost.
 
+use crate::store::{TrialId, TrialRecord, TrialStatus};
 use std::collections::HashSet;
 
 /// The rungs of an ASHA schedule.
@@ -64,6 +81,13 @@ impl Rungs {
         self.results.get(rung).map_or(&[], Vec::as_slice)
     }
 
+    /// The trials of `rung`, best first (ties: the one that finished first).
+    pub fn ranked(&self, rung: usize) -> Vec<u64> {
+        let mut ranked: Vec<(usize, &(u64, f64))> = self.at(rung).iter().enumerate().collect();
+        ranked.sort_by(|(i, a), (j, b)| b.1.total_cmp(&a.1).then(i.cmp(j)));
+        ranked.into_iter().map(|(_, (t, _))| *t).collect()
+    }
+
     fn is_promoted(&self, rung: usize, trial: u64) -> bool {
         self.promoted.get(rung).is_some_and(|p| p.contains(&trial))
     }
@@ -110,22 +134,83 @@ impl Asha {
     pub fn next(&self, rungs: &Rungs) -> Job {
         let top = self.rungs().len() - 1;
         for k in (0..top).rev() {
-            let mut ranked: Vec<(usize, &(u64, f64))> = rungs.at(k).iter().enumerate().collect();
-            ranked.sort_by(|(i, a), (j, b)| b.1.total_cmp(&a.1).then(i.cmp(j)));
+            let ranked = rungs.ranked(k);
             let quota = ranked.len() / self.eta as usize;
-            if let Some((_, (trial, _))) = ranked
+            if let Some(&trial) = ranked
                 .iter()
                 .take(quota)
-                .find(|(_, (t, _))| !rungs.is_promoted(k, *t))
+                .find(|&&t| !rungs.is_promoted(k, t))
             {
-                return Job::Promote {
-                    trial: *trial,
-                    from: k,
-                };
+                return Job::Promote { trial, from: k };
             }
         }
         Job::New
     }
+}
+
+/// What a store does in one promotion step.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The trial to continue at the next rung, and the rung it finished.
+    pub promote: Option<(TrialId, usize)>,
+    /// Checkpoints no longer needed.
+    pub drop: Vec<TrialId>,
+}
+
+/// The rung state of a run's search trials: each finished segment's score at
+/// its rung (a diverged one counts, at the bottom; a failed one does not) and
+/// which segments were promoted (a trial that continues one).
+pub fn rungs_of(trials: &[&TrialRecord]) -> Rungs {
+    let mut rungs = Rungs::default();
+    for t in trials {
+        let score = match t.status() {
+            TrialStatus::Done => t.accuracy.unwrap_or(f64::NEG_INFINITY),
+            TrialStatus::Diverged => f64::NEG_INFINITY,
+            _ => continue,
+        };
+        rungs.record(t.trial.rung as usize, t.id as u64, score);
+    }
+    for t in trials {
+        if let (Some(from), true) = (t.trial.continues, t.trial.rung > 0) {
+            rungs.promote(t.trial.rung as usize - 1, from as u64);
+        }
+    }
+    rungs
+}
+
+/// The next promotion of a run (its search trials, in recorded order) and the
+/// checkpoints (`held`: the trials that have one) it no longer needs.
+pub fn plan(asha: &Asha, trials: &[&TrialRecord], held: &[TrialId]) -> Plan {
+    let rungs = rungs_of(trials);
+    let promote = match asha.next(&rungs) {
+        Job::Promote { trial, from } => Some((trial as TrialId, from)),
+        Job::New => None,
+    };
+    let top = asha.rungs().len() - 1;
+    let mut drop = Vec::new();
+    for &id in held {
+        let Some(t) = trials.iter().find(|t| t.id == id) else {
+            drop.push(id);
+            continue;
+        };
+        let rung = t.trial.rung as usize;
+        // Promoted: its continuation holds what it needs once it ends.
+        let continuation = trials.iter().find(|c| c.trial.continues == Some(id));
+        let keep = match continuation {
+            Some(c) => !c.status().is_final(),
+            None if rung >= top || promote.is_some_and(|(p, _)| p == id) => rung < top,
+            None => {
+                let ranked = rungs.ranked(rung);
+                let quota = ranked.len() / asha.eta as usize;
+                let rank = ranked.iter().position(|&r| r == id as u64);
+                rank.is_some_and(|r| r < quota + asha.eta as usize)
+            }
+        };
+        if !keep {
+            drop.push(id);
+        }
+    }
+    Plan { promote, drop }
 }
 
 #[cfg(test)]

@@ -589,6 +589,8 @@ impl Evolve {
                 epochs: self.cfg.epochs as u32,
                 propose_ms: 0.0,
                 error: None,
+                rung: 0,
+                continues: None,
             };
             let id = self.store.record_proposal(&[], &record)?;
             self.produced.push(Produced {
@@ -915,6 +917,8 @@ impl Evolve {
                     epochs: self.cfg.epochs as u32,
                     propose_ms,
                     error: None,
+                    rung: 0,
+                    continues: None,
                 }
             }
             None => {
@@ -941,6 +945,8 @@ impl Evolve {
                         last.and_then(|a| a.diagnostics.clone())
                             .unwrap_or_else(|| format!("rejected: {outcome}")),
                     ),
+                    rung: 0,
+                    continues: None,
                 }
             }
         };
@@ -1148,6 +1154,7 @@ impl Evolve {
                         test_loss: rec.test_loss,
                         train_s: rec.train_s.unwrap_or(0.0),
                         error: rec.trial.error.clone(),
+                        checkpoint: None,
                     },
                 );
             }

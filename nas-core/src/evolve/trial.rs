@@ -101,6 +101,7 @@ pub(crate) fn failed_result(error: String, secs: f64) -> TrialResult {
         test_loss: None,
         train_s: secs,
         error: Some(error),
+        checkpoint: None,
     }
 }
 
@@ -143,6 +144,7 @@ pub fn train_to_result(
                 test_loss: last.map(|e| e.test_loss),
                 train_s: secs,
                 error,
+                checkpoint: None,
             };
             (result, None)
         }

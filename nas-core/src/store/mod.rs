@@ -16,6 +16,7 @@ pub use patient::Patient;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+use crate::evolve::asha::Asha;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
@@ -233,6 +234,37 @@ pub struct NewTrial {
     pub propose_ms: f64,
     /// Why it was rejected, diverged or failed.
     pub error: Option<String>,
+    /// The multi-fidelity rung (0: a proposal; see [`crate::evolve::asha`]).
+    #[serde(default)]
+    pub rung: u32,
+    /// The trial this one continues from its checkpoint (a promotion).
+    #[serde(default)]
+    pub continues: Option<TrialId>,
+}
+
+impl NewTrial {
+    /// The pending trial that continues `from` (a finished segment at rung
+    /// `from.rung`) to `epochs` at the next rung.
+    pub fn promotion(from: &TrialRecord, epochs: u32) -> NewTrial {
+        NewTrial {
+            status: TrialStatus::Pending,
+            outcome: "promoted".into(),
+            note: Some(format!(
+                "promoted from trial {} (rung {}, {} epochs{})",
+                from.id,
+                from.trial.rung,
+                from.trial.epochs,
+                from.accuracy
+                    .map_or(String::new(), |a| format!(", top-1 {:.2} %", a * 100.0))
+            )),
+            epochs,
+            propose_ms: 0.0,
+            error: None,
+            rung: from.trial.rung + 1,
+            continues: Some(from.id),
+            ..from.trial.clone()
+        }
+    }
 }
 
 /// How a trained trial ended.
@@ -252,6 +284,9 @@ pub struct TrialResult {
     pub train_s: f64,
     /// Why it diverged or failed.
     pub error: Option<String>,
+    /// The training state to continue from (a segment below the top rung).
+    #[serde(skip)]
+    pub checkpoint: Option<Vec<u8>>,
 }
 
 /// A trial as stored.
@@ -284,6 +319,12 @@ impl TrialRecord {
     /// The current status.
     pub fn status(&self) -> TrialStatus {
         self.trial.status
+    }
+
+    /// Whether it is a promotion (a later rung of an earlier proposal), not a
+    /// proposal of its own.
+    pub fn is_promotion(&self) -> bool {
+        self.trial.continues.is_some()
     }
 }
 
@@ -416,6 +457,40 @@ pub trait Store: Send {
 
     /// The job slots of the workers seen within their time to live.
     fn live_slots(&self) -> Result<u32, StoreError>;
+
+    /// The checkpoint trial `id` left (a finished segment below the top rung),
+    /// while it is kept.
+    fn checkpoint(&self, id: TrialId) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The trials holding a checkpoint, with its size in bytes.
+    fn checkpoints(&self) -> Result<Vec<(TrialId, u64)>, StoreError>;
+
+    /// One step of asynchronous successive halving, in one transaction that
+    /// excludes every other caller's: records the next promotion
+    /// ([`crate::evolve::asha::plan`]) as a pending trial and deletes the
+    /// checkpoints no longer needed. The promotion's id, or none (start a new
+    /// trial). Two callers never promote past a rung's quota.
+    fn promote(&mut self, asha: &Asha) -> Result<Option<TrialId>, StoreError>;
+}
+
+/// The promotion a store records under its lock (shared by the stores).
+pub(crate) fn promotion_step(
+    asha: &Asha,
+    trials: &[TrialRecord],
+    held: &[TrialId],
+) -> (Option<NewTrial>, Vec<TrialId>) {
+    let search: Vec<&TrialRecord> = trials
+        .iter()
+        .filter(|t| t.trial.stage == Stage::Search)
+        .collect();
+    let plan = crate::evolve::asha::plan(asha, &search, held);
+    let rungs = asha.rungs();
+    let row = plan.promote.and_then(|(id, from)| {
+        let t = search.iter().find(|t| t.id == id)?;
+        let epochs = *rungs.get(from + 1)?;
+        Some(NewTrial::promotion(t, epochs))
+    });
+    (row, plan.drop)
 }
 
 /// Where a run's store is, as a user names it (`--storage`): an SQLite file

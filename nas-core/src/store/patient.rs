@@ -9,6 +9,7 @@ use super::{
     AttemptRecord, Claim, NewTrial, Reaped, Storage, Store, StoreError, TrialId, TrialRecord,
     TrialResult,
 };
+use crate::evolve::asha::Asha;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -145,5 +146,14 @@ impl Store for Patient {
     }
     fn live_slots(&self) -> Result<u32, StoreError> {
         self.retry(|s| s.live_slots())
+    }
+    fn checkpoint(&self, id: TrialId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.retry(|s| s.checkpoint(id))
+    }
+    fn checkpoints(&self) -> Result<Vec<(TrialId, u64)>, StoreError> {
+        self.retry(|s| s.checkpoints())
+    }
+    fn promote(&mut self, asha: &Asha) -> Result<Option<TrialId>, StoreError> {
+        self.retry(|s| s.promote(asha))
     }
 }

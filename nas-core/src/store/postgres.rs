@@ -16,16 +16,24 @@ use super::{
     AttemptRecord, Claim, MAX_ATTEMPTS, NewTrial, Reaped, Stage, Store, StoreError, TrialId,
     TrialRecord, TrialResult, TrialStatus, died_reason,
 };
+use crate::evolve::asha::Asha;
 use postgres::{Client, NoTls, Row};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The numbered migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "rungs",
+        include_str!("../../migrations/postgres/0002_rungs.sql"),
+    ),
+];
 
 /// The advisory lock key of schema migrations ("nas-migr").
 const MIGRATION_LOCK: i64 = 0x6e61_732d_6d69_6772;
@@ -263,6 +271,8 @@ impl PgStore {
                 epochs: u32::try_from(row.get::<_, i64>("epochs")).unwrap_or(0),
                 propose_ms: row.get("propose_ms"),
                 error: row.get("error"),
+                rung: u32::try_from(row.get::<_, i64>("rung")).unwrap_or(0),
+                continues: row.get("continues"),
             },
             telemetry: serde_json::from_str(&telemetry)
                 .map_err(|e| decode(format!("trial {id}: telemetry: {e}")))?,
@@ -357,7 +367,12 @@ impl PgStore {
         }
         let telemetry = result.telemetry.to_string();
         let attempt = attempt.map(i64::from);
-        self.db()
+        let url = self.url.clone();
+        let err = |e| pg_err(&url, e);
+        let run = self.run.clone();
+        let mut client = self.db();
+        let mut tx = client.transaction().map_err(err)?;
+        let changed = tx
             .execute(
                 &format!(
                     "UPDATE trials SET status = $3, telemetry = $4, accuracy = $5, top5 = $6,
@@ -368,7 +383,7 @@ impl PgStore {
                 ),
                 &[
                     &id,
-                    &self.run,
+                    &run,
                     &result.status.as_str(),
                     &telemetry,
                     &result.accuracy,
@@ -379,7 +394,31 @@ impl PgStore {
                     &attempt,
                 ],
             )
-            .map_err(|e| pg_err(&self.url, e))
+            .map_err(err)?;
+        if changed == 1 {
+            // The segment's own checkpoint; the one it continued from is no
+            // longer needed.
+            if let Some(bytes) = &result.checkpoint {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO checkpoints(trial, run, bytes, created_at)
+                         VALUES ($1, $2, $3, {NOW})
+                         ON CONFLICT (trial) DO UPDATE SET bytes = excluded.bytes,
+                                                           created_at = excluded.created_at"
+                    ),
+                    &[&id, &run, bytes],
+                )
+                .map_err(err)?;
+            }
+            tx.execute(
+                "DELETE FROM checkpoints
+                 WHERE trial = (SELECT continues FROM trials WHERE id = $1 AND run = $2)",
+                &[&id, &run],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(changed)
     }
 }
 
@@ -422,9 +461,9 @@ impl Store for PgStore {
                 &format!(
                     "INSERT INTO trials(run, stage, step, proposer, status, name, source, hash,
                                         parent, outcome, note, params, flops, epochs, propose_ms,
-                                        error, created_at, finished_at)
+                                        error, created_at, finished_at, rung, continues)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                             $16, {NOW}, CASE WHEN $17 THEN {NOW} END)
+                             $16, {NOW}, CASE WHEN $17 THEN {NOW} END, $18, $19)
                      RETURNING id"
                 ),
                 &[
@@ -445,6 +484,8 @@ impl Store for PgStore {
                     &trial.propose_ms,
                     &trial.error,
                     &finished,
+                    &i64::from(trial.rung),
+                    &trial.continues,
                 ],
             )
             .map_err(err)?;
@@ -639,6 +680,112 @@ impl Store for PgStore {
             )
             .map(drop)
             .map_err(|e| pg_err(&self.url, e))
+    }
+
+    fn checkpoint(&self, id: TrialId) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = self
+            .db()
+            .query_opt(
+                "SELECT bytes FROM checkpoints WHERE trial = $1 AND run = $2",
+                &[&id, &self.run],
+            )
+            .map_err(|e| pg_err(&self.url, e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn checkpoints(&self) -> Result<Vec<(TrialId, u64)>, StoreError> {
+        let rows = self
+            .db()
+            .query(
+                "SELECT trial, octet_length(bytes)::BIGINT FROM checkpoints
+                 WHERE run = $1 ORDER BY trial",
+                &[&self.run],
+            )
+            .map_err(|e| pg_err(&self.url, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
+            .collect())
+    }
+
+    fn promote(&mut self, asha: &Asha) -> Result<Option<TrialId>, StoreError> {
+        let url = self.url.clone();
+        let err = |e| pg_err(&url, e);
+        let run = self.run.clone();
+        let mut client = self.db();
+        let mut tx = client.transaction().map_err(err)?;
+        // One promoter per run at a time: the decision reads every rung and
+        // writes the promotion under this lock, so no quota is passed twice.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('nas-promote:' || $1))",
+            &[&run],
+        )
+        .map_err(err)?;
+        let rows = tx
+            .query("SELECT * FROM trials WHERE run = $1 ORDER BY id", &[&run])
+            .map_err(err)?;
+        let trials = rows
+            .iter()
+            .map(|r| self.trial_row(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let held: Vec<TrialId> = tx
+            .query(
+                "SELECT trial FROM checkpoints WHERE run = $1 ORDER BY trial",
+                &[&run],
+            )
+            .map_err(err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let (row, drop) = super::promotion_step(asha, &trials, &held);
+        for id in drop {
+            tx.execute(
+                "DELETE FROM checkpoints WHERE trial = $1 AND run = $2",
+                &[&id, &run],
+            )
+            .map_err(err)?;
+        }
+        let id = match row {
+            None => None,
+            Some(t) => {
+                let r = tx
+                    .query_one(
+                        &format!(
+                            "INSERT INTO trials(run, stage, step, proposer, status, name, source,
+                                                hash, parent, outcome, note, params, flops,
+                                                epochs, propose_ms, error, created_at, rung,
+                                                continues)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                     $14, $15, $16, {NOW}, $17, $18)
+                             RETURNING id"
+                        ),
+                        &[
+                            &run,
+                            &t.stage.as_str(),
+                            &to_i64(t.step),
+                            &t.proposer,
+                            &t.status.as_str(),
+                            &t.name,
+                            &t.source,
+                            &t.hash,
+                            &t.parent,
+                            &t.outcome,
+                            &t.note,
+                            &t.params.map(to_i64),
+                            &t.flops.map(to_i64),
+                            &i64::from(t.epochs),
+                            &t.propose_ms,
+                            &t.error,
+                            &i64::from(t.rung),
+                            &t.continues,
+                        ],
+                    )
+                    .map_err(err)?;
+                Some(r.get::<_, i64>(0))
+            }
+        };
+        tx.commit().map_err(err)?;
+        Ok(id)
     }
 
     fn live_slots(&self) -> Result<u32, StoreError> {

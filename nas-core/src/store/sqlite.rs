@@ -9,6 +9,7 @@ use super::{
     AttemptRecord, Claim, MAX_ATTEMPTS, NewTrial, Reaped, Stage, Store, StoreError, TrialId,
     TrialRecord, TrialResult, TrialStatus, died_reason,
 };
+use crate::evolve::asha::Asha;
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
 };
@@ -19,10 +20,26 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const DB_FILE: &str = "nas.db";
 
 /// The schema marker stored under the `schema` metadata key.
-pub const SCHEMA: &str = "nas-run/2";
+pub const SCHEMA: &str = "nas-run/3";
 
 /// The first schema (no leases); opened databases of it are migrated.
 const SCHEMA_1: &str = "nas-run/1";
+
+/// The second schema (no rungs, no checkpoints); migrated when opened.
+const SCHEMA_2: &str = "nas-run/2";
+
+/// From `nas-run/2` to `nas-run/3`: trials get their multi-fidelity rung and
+/// the trial they continue; checkpoints are kept beside them.
+const MIGRATE_2_3: &str = "
+ALTER TABLE trials ADD COLUMN rung INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE trials ADD COLUMN continues INTEGER REFERENCES trials(id);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    trial      INTEGER PRIMARY KEY REFERENCES trials(id),
+    bytes      BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+UPDATE meta SET value = 'nas-run/3' WHERE key = 'schema';
+";
 
 /// From `nas-run/1` to `nas-run/2`: trials get the worker holding them and its
 /// lease (database time); workers announce their job slots.
@@ -91,7 +108,14 @@ CREATE TABLE IF NOT EXISTS trials (
     started_at  REAL,
     finished_at REAL,
     worker      TEXT,
-    lease_until REAL
+    lease_until REAL,
+    rung        INTEGER NOT NULL DEFAULT 0,
+    continues   INTEGER REFERENCES trials(id)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    trial      INTEGER PRIMARY KEY REFERENCES trials(id),
+    bytes      BLOB NOT NULL,
+    created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS trials_by_hash ON trials(hash);
 CREATE INDEX IF NOT EXISTS trials_by_status ON trials(status);
@@ -252,10 +276,16 @@ impl SqliteStore {
             match schema.as_deref() {
                 Some(SCHEMA) => {}
                 Some(SCHEMA_1) if recover => {
-                    conn.execute_batch(&format!("BEGIN IMMEDIATE; {MIGRATE_1_2} COMMIT;"))
+                    conn.execute_batch(&format!(
+                        "BEGIN IMMEDIATE; {MIGRATE_1_2} {MIGRATE_2_3} COMMIT;"
+                    ))
+                    .map_err(corrupt)?;
+                }
+                Some(SCHEMA_2) if recover => {
+                    conn.execute_batch(&format!("BEGIN IMMEDIATE; {MIGRATE_2_3} COMMIT;"))
                         .map_err(corrupt)?;
                 }
-                Some(SCHEMA_1) => {}
+                Some(SCHEMA_1 | SCHEMA_2) => {}
                 Some(other) => {
                     return Err(StoreError::Corrupt {
                         path: path.to_path_buf(),
@@ -312,6 +342,9 @@ impl SqliteStore {
         let step: i64 = row.get("step").map_err(get)?;
         let epochs: i64 = row.get("epochs").map_err(get)?;
         let runs: i64 = row.get("runs").map_err(get)?;
+        // Absent from a database of an older schema opened read-only.
+        let rung: i64 = row.get("rung").unwrap_or(0);
+        let continues: Option<TrialId> = row.get("continues").unwrap_or(None);
         Ok(TrialRecord {
             id,
             trial: NewTrial {
@@ -332,6 +365,8 @@ impl SqliteStore {
                 epochs: u32::try_from(epochs).unwrap_or(0),
                 propose_ms: row.get("propose_ms").map_err(get)?,
                 error: row.get("error").map_err(get)?,
+                rung: u32::try_from(rung).unwrap_or(0),
+                continues,
             },
             telemetry: serde_json::from_str(&telemetry)
                 .map_err(|e| decode(format!("trial {id}: telemetry: {e}")))?,
@@ -388,34 +423,7 @@ impl Store for SqliteStore {
         let err = |e| classify(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
         let created = now();
-        let finished = (trial.status.is_final()).then_some(created);
-        tx.execute(
-            "INSERT INTO trials(stage, step, proposer, status, name, source, hash, parent,
-                                outcome, note, params, flops, epochs, propose_ms, error,
-                                created_at, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            params![
-                trial.stage.as_str(),
-                to_i64(trial.step),
-                trial.proposer,
-                trial.status.as_str(),
-                trial.name,
-                trial.source,
-                trial.hash,
-                trial.parent,
-                trial.outcome,
-                trial.note,
-                trial.params.map(to_i64),
-                trial.flops.map(to_i64),
-                i64::from(trial.epochs),
-                trial.propose_ms,
-                trial.error,
-                created,
-                finished,
-            ],
-        )
-        .map_err(err)?;
-        let id = tx.last_insert_rowid();
+        let id = insert_trial(&tx, trial, created).map_err(err)?;
         for a in attempts {
             tx.execute(
                 "INSERT INTO attempts(step, proposer, idx, round, outcome, raw, source,
@@ -611,6 +619,63 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    fn checkpoint(&self, id: TrialId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT bytes FROM checkpoints WHERE trial = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn checkpoints(&self) -> Result<Vec<(TrialId, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT trial, length(bytes) FROM checkpoints ORDER BY trial")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.map(|r| r.map(|(id, n)| (id, u64::try_from(n).unwrap_or(0))))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    fn promote(&mut self, asha: &Asha) -> Result<Option<TrialId>, StoreError> {
+        // The write lock first: no other connection decides in between.
+        let path = self.path.clone();
+        let err = |e| classify(&path, e);
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+        let decided = (|| {
+            let trials = self.trials()?;
+            let held: Vec<TrialId> = self.checkpoints()?.into_iter().map(|(id, _)| id).collect();
+            let (row, drop) = super::promotion_step(asha, &trials, &held);
+            for id in drop {
+                self.conn
+                    .execute("DELETE FROM checkpoints WHERE trial = ?1", [id])
+                    .map_err(|e| self.err(e))?;
+            }
+            match row {
+                Some(row) => insert_trial(&self.conn, &row, now())
+                    .map(Some)
+                    .map_err(|e| self.err(e)),
+                None => Ok(None),
+            }
+        })();
+        match decided {
+            Ok(id) => {
+                self.conn.execute_batch("COMMIT").map_err(err)?;
+                Ok(id)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
     fn live_slots(&self) -> Result<u32, StoreError> {
         let n: i64 = self
             .conn
@@ -637,7 +702,13 @@ impl SqliteStore {
         result: &TrialResult,
     ) -> Result<usize, StoreError> {
         check_final(id, result)?;
-        self.conn
+        let path = self.path.clone();
+        let err = |e| classify(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let changed = tx
             .execute(
                 "UPDATE trials SET status = ?2, telemetry = ?3, accuracy = ?4, top5 = ?5,
                         test_loss = ?6, train_s = ?7, error = ?8, finished_at = ?9,
@@ -656,7 +727,28 @@ impl SqliteStore {
                     attempt.map(i64::from),
                 ],
             )
-            .map_err(|e| self.err(e))
+            .map_err(err)?;
+        if changed == 1 {
+            // The segment's own checkpoint, and the one it continued from is
+            // no longer needed.
+            if let Some(bytes) = &result.checkpoint {
+                tx.execute(
+                    "INSERT INTO checkpoints(trial, bytes, created_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(trial) DO UPDATE SET bytes = excluded.bytes,
+                                                      created_at = excluded.created_at",
+                    params![id, bytes, now()],
+                )
+                .map_err(err)?;
+            }
+            tx.execute(
+                "DELETE FROM checkpoints
+                 WHERE trial = (SELECT continues FROM trials WHERE id = ?1)",
+                [id],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(changed)
     }
 
     fn requeue(&mut self, which: &str) -> Result<Vec<Reaped>, StoreError> {
@@ -708,6 +800,44 @@ impl SqliteStore {
         tx.commit().map_err(err)?;
         Ok(out)
     }
+}
+
+/// Inserts a trial row (inside the caller's transaction); its id.
+fn insert_trial(
+    tx: &Connection,
+    trial: &NewTrial,
+    created: f64,
+) -> Result<TrialId, rusqlite::Error> {
+    let finished = (trial.status.is_final()).then_some(created);
+    tx.execute(
+        "INSERT INTO trials(stage, step, proposer, status, name, source, hash, parent,
+                            outcome, note, params, flops, epochs, propose_ms, error,
+                            created_at, finished_at, rung, continues)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19)",
+        params![
+            trial.stage.as_str(),
+            to_i64(trial.step),
+            trial.proposer,
+            trial.status.as_str(),
+            trial.name,
+            trial.source,
+            trial.hash,
+            trial.parent,
+            trial.outcome,
+            trial.note,
+            trial.params.map(to_i64),
+            trial.flops.map(to_i64),
+            i64::from(trial.epochs),
+            trial.propose_ms,
+            trial.error,
+            created,
+            finished,
+            i64::from(trial.rung),
+            trial.continues,
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
 }
 
 /// A result can only end a trial as done, diverged or failed.
