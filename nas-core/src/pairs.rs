@@ -344,6 +344,7 @@ pub fn to_line(
     ctx.record(
         parent.clone(),
         Some(Telemetry {
+            rungs: Vec::new(),
             accuracy: Some(pair.worse.accuracy),
             loss: pair.worse.loss,
             epochs: pair.worse.epochs,
@@ -542,6 +543,7 @@ mod tests {
             ctx.record(
                 parent.clone(),
                 Some(Telemetry {
+                    rungs: Vec::new(),
                     accuracy: Some(0.25),
                     loss: None,
                     epochs: Some(1),

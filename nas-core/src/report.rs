@@ -225,8 +225,11 @@ pub struct Entry {
     pub top5: Option<f64>,
     /// Test loss at the search fidelity.
     pub test_loss: Option<f64>,
-    /// Epochs at the search fidelity.
+    /// Epochs at the search fidelity (a multi-fidelity search: of the highest
+    /// rung the architecture reached).
     pub epochs: u32,
+    /// The multi-fidelity rung of that result (0 in a flat search).
+    pub rung: u32,
     /// Learnable parameters.
     pub params: Option<u64>,
     /// Multiply-accumulates per sample.
@@ -247,8 +250,10 @@ pub struct Entry {
     pub tied: bool,
 }
 
-/// The leaderboard: trained search trials by accuracy (then fewer parameters,
-/// then earlier), one row per architecture, each with its final retraining.
+/// The leaderboard: trained search trials by fidelity (the most epochs first:
+/// a multi-fidelity search's top rung leads), then accuracy (then fewer
+/// parameters, then earlier), one row per architecture at the highest
+/// fidelity it reached, each with its final retraining.
 pub fn leaderboard(trials: &[TrialRecord]) -> Vec<Entry> {
     let finals: HashMap<&str, &TrialRecord> = trials
         .iter()
@@ -261,9 +266,14 @@ pub fn leaderboard(trials: &[TrialRecord]) -> Vec<Entry> {
         .filter(|t| t.accuracy.is_some())
         .collect();
     done.sort_by(|a, b| {
-        b.accuracy
-            .unwrap_or(0.0)
-            .total_cmp(&a.accuracy.unwrap_or(0.0))
+        b.trial
+            .epochs
+            .cmp(&a.trial.epochs)
+            .then(
+                b.accuracy
+                    .unwrap_or(0.0)
+                    .total_cmp(&a.accuracy.unwrap_or(0.0)),
+            )
             .then(a.trial.params.cmp(&b.trial.params))
             .then(a.id.cmp(&b.id))
     });
@@ -283,6 +293,7 @@ pub fn leaderboard(trials: &[TrialRecord]) -> Vec<Entry> {
                 top5: t.top5,
                 test_loss: t.test_loss,
                 epochs: t.trial.epochs,
+                rung: t.trial.rung,
                 params: t.trial.params,
                 flops: t.trial.flops,
                 parent: t.trial.parent.clone(),
@@ -335,7 +346,11 @@ pub fn leaderboard_table(board: &[Entry], limit: usize) -> String {
             100.0 * e.accuracy,
             e.params.map_or_else(String::new, thousands),
             e.flops.map_or_else(String::new, thousands),
-            e.epochs,
+            if e.rung > 0 || board.iter().any(|b| b.rung > 0) {
+                format!("{} (rung {})", e.epochs, e.rung)
+            } else {
+                e.epochs.to_string()
+            },
             e.proposer,
         );
         if finals {

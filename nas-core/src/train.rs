@@ -502,6 +502,11 @@ impl Checkpoint {
         Checkpoint(bytes)
     }
 
+    /// The bytes to store.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
     /// The stored bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

@@ -175,6 +175,30 @@ pub struct SearchArgs {
     #[arg(long, value_name = "N")]
     pub trials: Option<u64>,
 
+    /// How search trials are trained: `flat` (each for `--epochs`) or `asha`
+    /// (asynchronous successive halving: new trials train `--min-epochs`, the
+    /// top 1/`--eta` of each rung continue from their checkpoint to `--eta`
+    /// times as many epochs, up to `--max-epochs`) [default: flat].
+    #[arg(long, value_parser = ["flat", "asha"])]
+    pub scheduler: Option<String>,
+
+    /// ASHA's lowest rung in epochs [default: `--epochs`].
+    #[arg(long, value_name = "R")]
+    pub min_epochs: Option<usize>,
+
+    /// ASHA's highest rung in epochs [default: min-epochs × eta²].
+    #[arg(long, value_name = "M")]
+    pub max_epochs: Option<usize>,
+
+    /// ASHA's reduction factor: the top 1/eta of each rung are promoted [default: 3].
+    #[arg(long, value_name = "E")]
+    pub eta: Option<u32>,
+
+    /// Stop queueing search training once this many epochs (over all trials
+    /// and rungs) are queued: equal compute for comparing schedulers.
+    #[arg(long, value_name = "EPOCHS")]
+    pub epoch_budget: Option<u64>,
+
     /// Stop proposing after this long, e.g. `90s`, `3m`, `1h` [default: 150s].
     #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
     pub time_budget: Option<Seconds>,
@@ -304,9 +328,10 @@ impl SearchArgs {
              final_top => final_top, population => population, tournament => tournament,
              seed => seed, jobs => jobs, model => llm.model, style => llm.style,
              temperature => llm.temperature, llm_timeout => llm.timeout,
-             samples => llm.samples);
+             samples => llm.samples, scheduler => scheduler, eta => eta);
         set_some!(self, c; name => name, time_budget => time_budget, final_epochs => final_epochs,
-                  url => llm.url, storage => storage);
+                  url => llm.url, storage => storage, min_epochs => min_epochs,
+                  max_epochs => max_epochs, epoch_budget => epoch_budget);
         if self.no_propose_ahead {
             c.llm.propose_ahead = false;
         }
@@ -327,7 +352,9 @@ impl SearchArgs {
                storage => "--storage",
                proposer => "--proposer", population => "--population",
                tournament => "--tournament", seed => "--seed", model => "--model",
-               style => "--style", temperature => "--temperature", samples => "--samples");
+               style => "--style", temperature => "--temperature", samples => "--samples",
+               scheduler => "--scheduler", min_epochs => "--min-epochs",
+               max_epochs => "--max-epochs", eta => "--eta");
         if self.no_repair {
             given.push("--no-repair");
         }
@@ -342,7 +369,7 @@ impl SearchArgs {
         let fixed = self.fixed_on_resume();
         if !fixed.is_empty() {
             return Err(EvolveError::Config(format!(
-                "{} cannot change when resuming (the run keeps its settings); only --trials, --time-budget, --no-time-budget, --final-epochs, --final-top, --jobs, --url and --llm-timeout may",
+                "{} cannot change when resuming (the run keeps its settings); only --trials, --time-budget, --no-time-budget, --epoch-budget, --final-epochs, --final-top, --jobs, --url and --llm-timeout may",
                 fixed.join(", ")
             )));
         }
@@ -357,6 +384,9 @@ impl SearchArgs {
         }
         if let Some(v) = self.final_epochs {
             c.final_epochs = Some(v);
+        }
+        if let Some(v) = self.epoch_budget {
+            c.epoch_budget = Some(v);
         }
         if let Some(v) = self.final_top {
             c.final_top = v;
@@ -685,6 +715,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         match summary.stopped {
             crate::evolve::StopReason::Trials => "all trials made",
             crate::evolve::StopReason::TimeBudget => "time budget reached",
+            crate::evolve::StopReason::EpochBudget => "epoch budget queued",
         }
     );
     if let Some(best) = report::best(&summary.leaderboard) {

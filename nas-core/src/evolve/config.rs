@@ -1,6 +1,7 @@
 //! What a search is: its settings (saved with the run as `config.toml`), their
 //! defaults (the no-argument search), the checks and the named choices resolved.
 
+use super::asha::Asha;
 use super::{DEFAULT_MODEL, EvolveError};
 use crate::data::DatasetKind;
 use crate::propose::{Budget, LlmConfig, Style};
@@ -319,8 +320,25 @@ pub struct SearchConfig {
     /// Stop proposing once the search has run this long (`"none"`: no limit).
     #[serde(with = "opt_seconds")]
     pub time_budget: Option<Seconds>,
-    /// Training epochs per trial (the search fidelity).
+    /// Training epochs per trial (the search fidelity of `scheduler = "flat"`).
     pub epochs: usize,
+    /// How search trials are trained: `flat` (every trial for `epochs`) or
+    /// `asha` (asynchronous successive halving: new trials train for
+    /// `min_epochs`, the top `1/eta` of each rung continue from their
+    /// checkpoint to `eta` times as many epochs, up to `max_epochs`).
+    pub scheduler: String,
+    /// ASHA's lowest rung in epochs (default: `epochs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_epochs: Option<usize>,
+    /// ASHA's highest rung in epochs (default: `min_epochs · eta²`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_epochs: Option<usize>,
+    /// ASHA's reduction factor: the top `1/eta` of a rung are promoted.
+    pub eta: u32,
+    /// Stop queueing search training once this many epochs (summed over
+    /// trials and rungs) are queued: equal compute for comparisons.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch_budget: Option<u64>,
     /// Retrain the top architectures for this many epochs at the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub final_epochs: Option<usize>,
@@ -373,6 +391,11 @@ impl Default for SearchConfig {
             trials: 20,
             time_budget: Some(Seconds(150.0)),
             epochs: 3,
+            scheduler: "flat".into(),
+            min_epochs: None,
+            max_epochs: None,
+            eta: 3,
+            epoch_budget: None,
             final_epochs: None,
             final_top: 3,
             population: 8,
@@ -426,6 +449,10 @@ impl SearchConfig {
             .map_err(|e| EvolveError::Config(format!("`widths = \"{}\"`: {e}", self.widths)))?;
         if self.epochs == 0 {
             return bad("`epochs` must be at least 1".into());
+        }
+        self.asha()?;
+        if self.epoch_budget == Some(0) {
+            return bad("`epoch_budget` must be at least 1".into());
         }
         if self.final_epochs == Some(0) {
             return bad("`final_epochs` must be at least 1".into());
@@ -483,6 +510,57 @@ impl SearchConfig {
             },
             ..TrainConfig::default()
         }
+    }
+
+    /// The multi-fidelity schedule of `scheduler = "asha"` (none: `flat`).
+    pub fn asha(&self) -> Result<Option<Asha>, EvolveError> {
+        match self.scheduler.trim() {
+            "flat" => {
+                if self.min_epochs.is_some() || self.max_epochs.is_some() {
+                    return Err(EvolveError::Config(
+                        "`min_epochs` and `max_epochs` need `scheduler = \"asha\"` (`--scheduler asha`); a flat search trains every trial for `epochs`".into(),
+                    ));
+                }
+                Ok(None)
+            }
+            "asha" => {
+                let min = self.min_epochs.unwrap_or(self.epochs);
+                let eta = self.eta;
+                let max = self
+                    .max_epochs
+                    .unwrap_or_else(|| min.saturating_mul(eta as usize).saturating_mul(eta as usize));
+                let fit = |v: usize, what: &str| {
+                    u32::try_from(v)
+                        .map_err(|_| EvolveError::Config(format!("`{what} {v}` is too large")))
+                };
+                Asha::new(fit(min, "--min-epochs")?, fit(max, "--max-epochs")?, eta)
+                    .map(Some)
+                    .map_err(EvolveError::Config)
+            }
+            other => Err(EvolveError::Config(format!(
+                "unknown scheduler `{other}`; expected one of: flat, asha"
+            ))),
+        }
+    }
+
+    /// The epochs a new search trial trains for (ASHA: the lowest rung).
+    pub fn first_epochs(&self) -> usize {
+        match self.asha() {
+            Ok(Some(a)) => a.min_epochs as usize,
+            _ => self.epochs,
+        }
+    }
+
+    /// The training of a stored trial: its epochs, and in an ASHA search the
+    /// schedule over the top rung (so a segment continues exactly).
+    pub fn trial_train_config(&self, r: &Resolved, trial: &crate::store::NewTrial) -> TrainConfig {
+        let mut cfg = self.train_config(r, trial.epochs as usize);
+        if trial.stage == crate::store::Stage::Search
+            && let Ok(Some(a)) = self.asha()
+        {
+            cfg.schedule_epochs = Some((a.max_epochs as usize).max(cfg.epochs));
+        }
+        cfg
     }
 
     /// Trials trained at once: `jobs`, or for 0 one per core (flex, tch) or

@@ -7,6 +7,7 @@
 //! Every state change goes to the store first, so `evolve --resume` continues a
 //! killed run: the trial that was in flight is trained again, finished ones never.
 
+use super::asha::Asha;
 use super::trial::{check_seed_budget, failed_result, load_task, seed_network, train_to_result};
 use super::worker::{DATA_KEY, LOCAL_LEASE_S, LocalWorkers, STATE_KEY, worker_exe};
 use super::{
@@ -60,6 +61,25 @@ pub enum StopReason {
     Trials,
     /// The time budget ran out.
     TimeBudget,
+    /// The epoch budget was queued.
+    EpochBudget,
+}
+
+/// The search epochs a run's trials trained or will train: each trial's
+/// epochs beyond those of the trial it continues (rejected proposals: none).
+pub fn search_epochs(trials: &[TrialRecord]) -> u64 {
+    trials
+        .iter()
+        .filter(|t| t.trial.stage == Stage::Search && t.status() != TrialStatus::Invalid)
+        .map(|t| {
+            let from = t
+                .trial
+                .continues
+                .and_then(|c| trials.iter().find(|p| p.id == c))
+                .map_or(0, |p| p.trial.epochs);
+            u64::from(t.trial.epochs.saturating_sub(from))
+        })
+        .sum()
 }
 
 /// What a search session did.
@@ -114,9 +134,36 @@ struct Produced {
     id: TrialId,
     arch: Arc<Arch>,
     hash: String,
+    /// At the highest rung trained (a flat search: its only one).
     accuracy: Option<f64>,
     loss: Option<f64>,
     epochs: u32,
+    /// Lower rungs of a promoted network: `(epochs, accuracy)`.
+    rungs: Vec<(u32, f64)>,
+}
+
+impl Produced {
+    /// Takes in a finished trial of this network: its own result, or a
+    /// promotion's (a higher rung becomes the score, the lower one history).
+    fn take_in(&mut self, rec: &TrialRecord) {
+        let accuracy = (rec.status() == TrialStatus::Done)
+            .then_some(rec.accuracy)
+            .flatten();
+        if !rec.is_promotion() {
+            self.accuracy = accuracy;
+            self.loss = rec.test_loss;
+            return;
+        }
+        let Some(a) = accuracy else { return };
+        if rec.trial.epochs > self.epochs {
+            if let Some(lower) = self.accuracy {
+                self.rungs.push((self.epochs, lower));
+            }
+            self.accuracy = Some(a);
+            self.loss = rec.test_loss;
+            self.epochs = rec.trial.epochs;
+        }
+    }
 }
 
 /// A trial ready to train: its network and settings, and its cache key.
@@ -408,11 +455,17 @@ impl Evolve {
         let steps = trials.iter().map(|t| t.trial.step).max().unwrap_or(0);
         let seed_arch = Arc::new(Arch::new(seed));
         let seed_hash = propose::identity(seed_arch.net().net());
-        let mut produced = Vec::new();
+        let mut produced: Vec<Produced> = Vec::new();
         for t in trials
             .iter()
             .filter(|t| t.trial.stage == Stage::Search && t.status() != TrialStatus::Invalid)
         {
+            if t.is_promotion() {
+                if let Some(p) = produced.iter_mut().find(|p| p.hash == t.trial.hash) {
+                    p.take_in(t);
+                }
+                continue;
+            }
             match nas_dsl::check_str(&t.trial.source) {
                 Ok(nets) => {
                     if let Some(net) = nets.into_iter().next() {
@@ -425,6 +478,7 @@ impl Evolve {
                                 .flatten(),
                             loss: t.test_loss,
                             epochs: t.trial.epochs,
+                            rungs: Vec::new(),
                         });
                     }
                 }
@@ -586,7 +640,7 @@ impl Evolve {
                 )),
                 params: Some(seed.net().params()),
                 flops: Some(seed.net().flops()),
-                epochs: self.cfg.epochs as u32,
+                epochs: self.cfg.first_epochs() as u32,
                 propose_ms: 0.0,
                 error: None,
                 rung: 0,
@@ -599,7 +653,8 @@ impl Evolve {
                 hash: self.seed_hash.clone(),
                 accuracy: None,
                 loss: None,
-                epochs: self.cfg.epochs as u32,
+                epochs: self.cfg.first_epochs() as u32,
+                rungs: Vec::new(),
             });
             trials = self.store.trials()?;
         }
@@ -627,7 +682,15 @@ impl Evolve {
         // More than one job, or a shared store: worker processes claim the
         // queued trials from the store (two trainings in one process do not
         // overlap in `flex`), here and on any machine that reaches the store.
-        let mut workers = if jobs > 1 || shared || !queued.is_empty() || !self.devices.is_empty() {
+        // ASHA: promotions continue from checkpoints, which workers load and
+        // write through the store; so an ASHA search always trains in workers.
+        let asha = self.cfg.asha()?;
+        let mut workers = if jobs > 1
+            || shared
+            || asha.is_some()
+            || !queued.is_empty()
+            || !self.devices.is_empty()
+        {
             let local = if self.coordinate_only { 0 } else { jobs };
             let threads = (super::cores() / jobs).max(1);
             let exe = worker_exe()?;
@@ -653,10 +716,19 @@ impl Evolve {
         let mut ahead: Option<(u64, Option<String>, Ahead<AnyProposer>)> = None;
         let mut stop = None;
         loop {
+            let jobs = slots.get(self.store.as_ref())?;
+            // ASHA: a free job slot first continues the best unpromoted trial
+            // of the highest rung with one (the store decides, in one
+            // transaction), else a new trial is proposed.
+            if let Some(asha) = &asha
+                && queue.len() + queued.len() < jobs
+                && let Some(id) = self.promote(asha)?
+            {
+                queue.push_back(id);
+            }
             // A proposal is asked for while a job slot is free (and, for an LLM,
             // one ahead of them), with the results finished so far.
             let pending = queue.len() + queued.len();
-            let jobs = slots.get(self.store.as_ref())?;
             if ahead.is_none()
                 && stop.is_none()
                 && (pending < jobs || (ahead_ok && pending <= jobs))
@@ -667,6 +739,11 @@ impl Evolve {
                     && self.elapsed() >= budget.0
                 {
                     stop = Some(StopReason::TimeBudget);
+                } else if self
+                    .epochs_left()?
+                    .is_some_and(|left| left < self.cfg.first_epochs() as u64)
+                {
+                    stop = Some(StopReason::EpochBudget);
                 } else {
                     step += 1;
                     ahead = Some(self.launch(step)?);
@@ -705,8 +782,17 @@ impl Evolve {
                             queue.push_back(id);
                         }
                     }
-                    // Done once nothing is queued, in flight or to be proposed.
-                    None if queue.is_empty() && stop.is_some() => break,
+                    // Done once nothing is queued, in flight, to be proposed
+                    // or (ASHA) to be promoted.
+                    None if queue.is_empty() && stop.is_some() => {
+                        match &asha {
+                            Some(asha) => match self.promote(asha)? {
+                                Some(id) => queue.push_back(id),
+                                None => break,
+                            },
+                            None => break,
+                        }
+                    }
                     None => {}
                 }
                 continue;
@@ -754,6 +840,34 @@ impl Evolve {
         })
     }
 
+    /// Search epochs not yet queued under `epoch_budget` (none: no budget):
+    /// the budget less every trial's epochs beyond those it continued from.
+    fn epochs_left(&self) -> Result<Option<u64>, EvolveError> {
+        let Some(budget) = self.cfg.epoch_budget else {
+            return Ok(None);
+        };
+        let trials = self.store.trials()?;
+        Ok(Some(budget.saturating_sub(search_epochs(&trials))))
+    }
+
+    /// One ASHA step through the store (within the epoch budget); the
+    /// promotion queued, if any.
+    fn promote(&mut self, asha: &Asha) -> Result<Option<TrialId>, EvolveError> {
+        let left = self.epochs_left()?;
+        let Some(id) = self.store.promote(asha, left)? else {
+            return Ok(None);
+        };
+        let rec = self.trial(id)?;
+        tracing::info!(
+            trial = id,
+            from = rec.trial.continues,
+            rung = rec.trial.rung,
+            epochs = rec.trial.epochs,
+            "promoted"
+        );
+        Ok(Some(id))
+    }
+
     /// The population: the top-k trained architectures by accuracy.
     fn population(&self) -> Vec<&Produced> {
         let mut trained: Vec<&Produced> = self
@@ -776,6 +890,7 @@ impl Evolve {
             accuracy: Some(a),
             loss: p.loss,
             epochs: Some(p.epochs),
+            rungs: p.rungs.clone(),
         })
     }
 
@@ -914,7 +1029,7 @@ impl Evolve {
                     note: proposal.note.clone(),
                     params: Some(net.params()),
                     flops: Some(net.flops()),
-                    epochs: self.cfg.epochs as u32,
+                    epochs: self.cfg.first_epochs() as u32,
                     propose_ms,
                     error: None,
                     rung: 0,
@@ -939,7 +1054,7 @@ impl Evolve {
                     note: proposal.note.clone(),
                     params: None,
                     flops: None,
-                    epochs: self.cfg.epochs as u32,
+                    epochs: self.cfg.first_epochs() as u32,
                     propose_ms,
                     error: Some(
                         last.and_then(|a| a.diagnostics.clone())
@@ -967,7 +1082,8 @@ impl Evolve {
                     arch,
                     accuracy: None,
                     loss: None,
-                    epochs: self.cfg.epochs as u32,
+                    epochs: self.cfg.first_epochs() as u32,
+                    rungs: Vec::new(),
                 });
                 Ok(Some(id))
             }
@@ -978,6 +1094,20 @@ impl Evolve {
                 Ok(None)
             }
         }
+    }
+
+    /// What identifies a training's result across runs sharing a cache: the
+    /// network, its epochs and schedule length, the seed and the task.
+    fn cache_key(&self, rec: &TrialRecord) -> String {
+        let cfg = self.cfg.trial_train_config(&self.resolved, &rec.trial);
+        format!(
+            "{}/{}/{}/{}/{}",
+            rec.trial.hash,
+            cfg.epochs,
+            cfg.schedule_epochs(),
+            cfg.seed,
+            self.task.name
+        )
     }
 
     fn trial(&self, id: TrialId) -> Result<TrialRecord, EvolveError> {
@@ -1041,13 +1171,8 @@ impl Evolve {
             params = net.params(),
             "training"
         );
-        let cfg = self
-            .cfg
-            .train_config(&self.resolved, rec.trial.epochs as usize);
-        let key = format!(
-            "{}/{}/{}/{}",
-            rec.trial.hash, cfg.epochs, cfg.seed, self.task.name
-        );
+        let cfg = self.cfg.trial_train_config(&self.resolved, &rec.trial);
+        let key = self.cache_key(&rec);
         let job = Job { id, net, cfg, key };
         let cached = self
             .cache
@@ -1081,13 +1206,7 @@ impl Evolve {
             None => true,
             Some(net) if check_seed_budget(&net, &self.cfg.budget()).is_err() => true,
             Some(_) => {
-                let cfg = self
-                    .cfg
-                    .train_config(&self.resolved, rec.trial.epochs as usize);
-                let key = format!(
-                    "{}/{}/{}/{}",
-                    rec.trial.hash, cfg.epochs, cfg.seed, self.task.name
-                );
+                let key = self.cache_key(&rec);
                 self.cache
                     .as_ref()
                     .is_some_and(|c| c.lock().is_ok_and(|m| m.contains_key(&key)))
@@ -1140,10 +1259,7 @@ impl Evolve {
             if let Some(c) = &self.cache
                 && let Ok(mut m) = c.lock()
             {
-                let key = format!(
-                    "{}/{}/{}/{}",
-                    rec.trial.hash, rec.trial.epochs, self.cfg.train.seed, self.task.name
-                );
+                let key = self.cache_key(&rec);
                 m.insert(
                     key,
                     TrialResult {
@@ -1206,11 +1322,12 @@ impl Evolve {
         obs: &mut dyn SearchObserver,
     ) -> Result<(), EvolveError> {
         let id = rec.id;
-        if let Some(p) = self.produced.iter_mut().find(|p| p.id == id) {
-            p.accuracy = (rec.status() == TrialStatus::Done)
-                .then_some(rec.accuracy)
-                .flatten();
-            p.loss = rec.test_loss;
+        if rec.trial.stage == Stage::Search
+            && let Some(p) = self.produced.iter_mut().find(|p| {
+                p.id == id || (rec.is_promotion() && p.hash == rec.trial.hash)
+            })
+        {
+            p.take_in(rec);
         }
         self.save_elapsed()?;
         tracing::info!(

@@ -115,8 +115,30 @@ pub fn train_to_result(
     cfg: &TrainConfig,
     obs: &mut dyn train::Observer,
 ) -> (TrialResult, Option<String>) {
+    train_segment_to_result(backend, net, task, cfg, None, false, obs)
+}
+
+/// Trains `net` (continuing from `resume` when given, see
+/// [`train::train_from`]) into a trial result that carries the checkpoint
+/// after the last epoch when `keep` is set. A checkpoint that cannot continue
+/// this training is noted and the segment is trained from its first epoch
+/// instead (the same result, as a continued training equals an uninterrupted
+/// one).
+pub fn train_segment_to_result(
+    backend: BackendKind,
+    net: &CheckedNet,
+    task: &Task,
+    cfg: &TrainConfig,
+    resume: Option<&train::Checkpoint>,
+    keep: bool,
+    obs: &mut dyn train::Observer,
+) -> (TrialResult, Option<String>) {
     let started = Instant::now();
-    let outcome = train::train_on(backend, net, task, cfg, obs);
+    let mut outcome = train::train_from_on(backend, net, task, cfg, resume, keep, obs);
+    if let Err(TrainError::Checkpoint(why)) = &outcome {
+        tracing::warn!("{why}; training from the first epoch instead");
+        outcome = train::train_from_on(backend, net, task, cfg, None, keep, obs);
+    }
     let secs = started.elapsed().as_secs_f64();
     let failed = |error: String| failed_result(error, secs);
     match outcome {
@@ -144,7 +166,7 @@ pub fn train_to_result(
                 test_loss: last.map(|e| e.test_loss),
                 train_s: secs,
                 error,
-                checkpoint: None,
+                checkpoint: report.checkpoint.map(train::Checkpoint::into_bytes),
             };
             (result, None)
         }

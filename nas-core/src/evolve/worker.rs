@@ -9,7 +9,7 @@
 //! autodiff graph is shared process-wide), two processes do. So `--jobs N`
 //! starts N worker processes ([`LocalWorkers`]).
 
-use super::{EvolveError, SearchConfig, task_sizes, train_to_result};
+use super::{EvolveError, SearchConfig, task_sizes, train_segment_to_result};
 use crate::data;
 use crate::store::{Claim, Patient, Storage, Store, StoreError};
 use crate::train::Task;
@@ -223,11 +223,40 @@ fn train_claim(
                 let lost = Arc::new(AtomicBool::new(false));
                 let (stop, beat) =
                     heartbeat(opts, worker.to_string(), (id, claim.attempt), lost.clone())?;
-                let mut tcfg = cfg.train_config(&r, claim.trial.trial.epochs as usize);
+                let mut tcfg = cfg.trial_train_config(&r, &claim.trial.trial);
                 if let Some(seed) = trial_seed(store, id)? {
                     tcfg.seed = seed;
                 }
-                let (result, _fatal) = train_to_result(r.backend, &net, task, &tcfg, &mut ());
+                // A promotion continues from the checkpoint of the segment it
+                // was promoted from (trained from the first epoch if that one
+                // was deleted); every segment below the top rung keeps one.
+                let resume = match claim.trial.trial.continues {
+                    Some(from) => {
+                        let found = store.checkpoint(from)?;
+                        if found.is_none() {
+                            tracing::info!(
+                                trial = id,
+                                from,
+                                "no checkpoint of the promoted trial is kept; training from the first epoch"
+                            );
+                        }
+                        found.map(crate::train::Checkpoint::from_bytes)
+                    }
+                    None => None,
+                };
+                let keep = cfg.asha()?.is_some_and(|a| {
+                    claim.trial.trial.stage == crate::store::Stage::Search
+                        && (claim.trial.trial.epochs) < a.max_epochs
+                });
+                let (result, _fatal) = train_segment_to_result(
+                    r.backend,
+                    &net,
+                    task,
+                    &tcfg,
+                    resume.as_ref(),
+                    keep,
+                    &mut (),
+                );
                 drop(stop);
                 let _ = beat.join();
                 if lost.load(Ordering::SeqCst) {

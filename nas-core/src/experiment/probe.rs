@@ -120,6 +120,7 @@ pub async fn run(
         ctx.record(
             parent,
             Some(Telemetry {
+                rungs: Vec::new(),
                 accuracy: Some(pair.worse.accuracy),
                 loss: pair.worse.loss,
                 epochs: pair.worse.epochs,

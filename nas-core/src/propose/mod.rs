@@ -46,6 +46,10 @@ pub struct Telemetry {
     pub loss: Option<f64>,
     /// Epochs trained.
     pub epochs: Option<u32>,
+    /// A multi-fidelity search's lower rungs of the same network: `(epochs,
+    /// accuracy)`, fewest epochs first (empty in a flat search).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rungs: Vec<(u32, f64)>,
 }
 
 /// An architecture the search has already produced, with its telemetry once trained.

@@ -469,8 +469,13 @@ pub trait Store: Send {
     /// excludes every other caller's: records the next promotion
     /// ([`crate::evolve::asha::plan`]) as a pending trial and deletes the
     /// checkpoints no longer needed. The promotion's id, or none (start a new
-    /// trial). Two callers never promote past a rung's quota.
-    fn promote(&mut self, asha: &Asha) -> Result<Option<TrialId>, StoreError>;
+    /// trial). Two callers never promote past a rung's quota. A promotion
+    /// that would train more than `epochs_left` epochs is not made.
+    fn promote(
+        &mut self,
+        asha: &Asha,
+        epochs_left: Option<u64>,
+    ) -> Result<Option<TrialId>, StoreError>;
 }
 
 /// The promotion a store records under its lock (shared by the stores).
@@ -478,6 +483,7 @@ pub(crate) fn promotion_step(
     asha: &Asha,
     trials: &[TrialRecord],
     held: &[TrialId],
+    epochs_left: Option<u64>,
 ) -> (Option<NewTrial>, Vec<TrialId>) {
     let search: Vec<&TrialRecord> = trials
         .iter()
@@ -488,6 +494,10 @@ pub(crate) fn promotion_step(
     let row = plan.promote.and_then(|(id, from)| {
         let t = search.iter().find(|t| t.id == id)?;
         let epochs = *rungs.get(from + 1)?;
+        let cost = u64::from(epochs.saturating_sub(t.trial.epochs));
+        if epochs_left.is_some_and(|left| cost > left) {
+            return None;
+        }
         Some(NewTrial::promotion(t, epochs))
     });
     (row, plan.drop)

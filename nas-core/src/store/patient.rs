@@ -153,7 +153,11 @@ impl Store for Patient {
     fn checkpoints(&self) -> Result<Vec<(TrialId, u64)>, StoreError> {
         self.retry(|s| s.checkpoints())
     }
-    fn promote(&mut self, asha: &Asha) -> Result<Option<TrialId>, StoreError> {
-        self.retry(|s| s.promote(asha))
+    fn promote(
+        &mut self,
+        asha: &Asha,
+        epochs_left: Option<u64>,
+    ) -> Result<Option<TrialId>, StoreError> {
+        self.retry(|s| s.promote(asha, epochs_left))
     }
 }

@@ -708,7 +708,11 @@ impl Store for PgStore {
             .collect())
     }
 
-    fn promote(&mut self, asha: &Asha) -> Result<Option<TrialId>, StoreError> {
+    fn promote(
+        &mut self,
+        asha: &Asha,
+        epochs_left: Option<u64>,
+    ) -> Result<Option<TrialId>, StoreError> {
         let url = self.url.clone();
         let err = |e| pg_err(&url, e);
         let run = self.run.clone();
@@ -737,7 +741,7 @@ impl Store for PgStore {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let (row, drop) = super::promotion_step(asha, &trials, &held);
+        let (row, drop) = super::promotion_step(asha, &trials, &held, epochs_left);
         for id in drop {
             tx.execute(
                 "DELETE FROM checkpoints WHERE trial = $1 AND run = $2",

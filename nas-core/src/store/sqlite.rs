@@ -643,7 +643,11 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
-    fn promote(&mut self, asha: &Asha) -> Result<Option<TrialId>, StoreError> {
+    fn promote(
+        &mut self,
+        asha: &Asha,
+        epochs_left: Option<u64>,
+    ) -> Result<Option<TrialId>, StoreError> {
         // The write lock first: no other connection decides in between.
         let path = self.path.clone();
         let err = |e| classify(&path, e);
@@ -651,7 +655,7 @@ impl Store for SqliteStore {
         let decided = (|| {
             let trials = self.trials()?;
             let held: Vec<TrialId> = self.checkpoints()?.into_iter().map(|(id, _)| id).collect();
-            let (row, drop) = super::promotion_step(asha, &trials, &held);
+            let (row, drop) = super::promotion_step(asha, &trials, &held, epochs_left);
             for id in drop {
                 self.conn
                     .execute("DELETE FROM checkpoints WHERE trial = ?1", [id])
