@@ -171,7 +171,10 @@ impl RunData {
 
     /// Proposals made after the seed, and how many were valid (trained or queued).
     pub fn valid_rate(&self) -> (usize, usize) {
-        let proposed: Vec<&TrialRecord> = self.search().filter(|t| t.trial.step > 0).collect();
+        let proposed: Vec<&TrialRecord> = self
+            .search()
+            .filter(|t| t.trial.step > 0 && !t.is_promotion())
+            .collect();
         let valid = proposed.iter().filter(|t| t.trial.outcome == "ok").count();
         (proposed.len(), valid)
     }
@@ -179,7 +182,7 @@ impl RunData {
     /// Proposals after the seed that repeated an architecture the run already had.
     pub fn duplicates(&self) -> usize {
         self.search()
-            .filter(|t| t.trial.step > 0 && t.trial.outcome == "duplicate")
+            .filter(|t| t.trial.step > 0 && !t.is_promotion() && t.trial.outcome == "duplicate")
             .count()
     }
 
@@ -528,6 +531,103 @@ pub fn plot_accuracy(trials: &[TrialRecord]) -> Result<String, ReportError> {
     Ok(svg)
 }
 
+/// A multi-fidelity search's learning curves: test accuracy against epochs,
+/// one line per network (its highest segment's per-epoch telemetry, which
+/// continues its lower rungs'), the promoted ones in colour with a dot at each
+/// rung they finished, the others grey. `None` for a flat search.
+pub fn plot_rungs(trials: &[TrialRecord]) -> Result<Option<String>, ReportError> {
+    let search: Vec<&TrialRecord> = trials
+        .iter()
+        .filter(|t| t.trial.stage == Stage::Search && t.status() == TrialStatus::Done)
+        .collect();
+    if !search.iter().any(|t| t.trial.rung > 0) {
+        return Ok(None);
+    }
+    // Per network: its highest done segment, and the rungs it finished.
+    let mut top: BTreeMap<&str, &TrialRecord> = BTreeMap::new();
+    let mut dots: Vec<(f64, f64, bool)> = Vec::new();
+    for t in &search {
+        let e = top.entry(t.trial.hash.as_str()).or_insert(t);
+        if t.trial.epochs > e.trial.epochs {
+            *e = t;
+        }
+    }
+    let curve = |t: &TrialRecord| -> Vec<(f64, f64)> {
+        t.telemetry
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| Some((e.get("epoch")?.as_f64()?, e.get("top1")?.as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for t in &search {
+        let promoted = top
+            .get(t.trial.hash.as_str())
+            .is_some_and(|h| h.trial.rung > 0);
+        if let Some(a) = t.accuracy {
+            dots.push((f64::from(t.trial.epochs), a, promoted));
+        }
+    }
+    let max_epochs = search.iter().map(|t| t.trial.epochs).max().unwrap_or(1) as f64;
+    let (lo, hi) = axis_range(dots.iter().map(|d| d.1));
+    let mut svg = String::new();
+    {
+        let err = plot_err("accuracy against epochs");
+        let root = SVGBackend::with_string(&mut svg, (720, 360)).into_drawing_area();
+        root.fill(&WHITE).map_err(&err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Accuracy against epochs (rungs)", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0.5..max_epochs + 0.5, lo..hi)
+            .map_err(&err)?;
+        chart
+            .configure_mesh()
+            .x_desc("epochs trained")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_desc("top-1 accuracy")
+            .y_label_formatter(&|v| format!("{:.0}%", 100.0 * v))
+            .draw()
+            .map_err(&err)?;
+        let grey = RGBColor(170, 170, 170);
+        let promoted_color = RGBColor(214, 39, 40);
+        for t in top.values().filter(|t| t.trial.rung == 0) {
+            chart
+                .draw_series(LineSeries::new(curve(t), grey.stroke_width(1)))
+                .map_err(&err)?;
+        }
+        let mut labelled = false;
+        for t in top.values().filter(|t| t.trial.rung > 0) {
+            let series = chart
+                .draw_series(LineSeries::new(curve(t), promoted_color.stroke_width(2)))
+                .map_err(&err)?;
+            if !labelled {
+                labelled = true;
+                series.label("promoted").legend(move |(x, y)| {
+                    PathElement::new(vec![(x - 8, y), (x + 8, y)], promoted_color.stroke_width(2))
+                });
+            }
+        }
+        chart
+            .draw_series(dots.iter().map(|&(x, y, p)| {
+                Circle::new((x, y), 3, if p { promoted_color } else { grey }.filled())
+            }))
+            .map_err(&err)?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(&err)?;
+        root.present().map_err(&err)?;
+    }
+    Ok(Some(svg))
+}
+
 /// Best accuracy so far against the proposal step, per proposer: the mean over
 /// its runs (thick) and each run (thin).
 pub fn plot_best_so_far(runs: &[(String, Vec<&RunData>)]) -> Result<String, ReportError> {
@@ -729,7 +829,7 @@ pub fn outcome_counts(trials: &[TrialRecord]) -> BTreeMap<String, BTreeMap<Strin
     let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for t in trials
         .iter()
-        .filter(|t| t.trial.stage == Stage::Search && t.trial.step > 0)
+        .filter(|t| t.trial.stage == Stage::Search && t.trial.step > 0 && !t.is_promotion())
     {
         *counts
             .entry(t.trial.proposer.clone())
@@ -900,10 +1000,14 @@ pub fn run_section(run: &RunData) -> Result<String, ReportError> {
     );
     b.push_str("<h2>Plots</h2>\n");
     for svg in [
-        plot_accuracy(&run.trials)?,
-        plot_pareto(&run.trials)?,
-        plot_outcomes(&outcome_counts(&run.trials))?,
-    ] {
+        Some(plot_accuracy(&run.trials)?),
+        plot_rungs(&run.trials)?,
+        Some(plot_pareto(&run.trials)?),
+        Some(plot_outcomes(&outcome_counts(&run.trials))?),
+    ]
+    .into_iter()
+    .flatten()
+    {
         let _ = writeln!(b, "<figure>{svg}</figure>");
     }
     b.push_str("<h2>Leaderboard</h2>\n<table>\n<tr><th>rank</th><th>trial</th><th>step</th><th class=\"l\">proposer</th><th>top-1</th><th>top-5</th><th>test loss</th><th>epochs</th><th>params</th><th>FLOPs</th><th>final top-1</th></tr>\n");
@@ -923,7 +1027,11 @@ pub fn run_section(run: &RunData) -> Result<String, ReportError> {
             pct(e.top5),
             e.test_loss
                 .map_or_else(|| "-".into(), |l| format!("{l:.4}")),
-            e.epochs,
+            if e.rung > 0 || board.iter().any(|b| b.rung > 0) {
+                format!("{} (rung {})", e.epochs, e.rung)
+            } else {
+                e.epochs.to_string()
+            },
             count(e.params),
             count(e.flops),
             match (e.final_accuracy, e.final_epochs) {
@@ -1427,6 +1535,8 @@ mod tests {
                 epochs: 1,
                 propose_ms: 1.0,
                 error: None,
+                rung: 0,
+                continues: None,
             },
             telemetry: serde_json::json!([]),
             accuracy: acc,

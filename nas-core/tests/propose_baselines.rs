@@ -95,6 +95,7 @@ async fn mutation_starts_from_the_best_trained_parent() {
     c.record(
         child.clone(),
         Some(Telemetry {
+            rungs: Vec::new(),
             accuracy: Some(0.5),
             ..Telemetry::default()
         }),
@@ -123,6 +124,7 @@ async fn tournament_selection_and_duplicates() {
             c.record(
                 arch.clone(),
                 Some(Telemetry {
+                    rungs: Vec::new(),
                     accuracy: Some(arch.net().params() as f64 / 1e6),
                     ..Telemetry::default()
                 }),

@@ -45,6 +45,7 @@ fn trained_context() -> Context {
         ctx.record(
             m.arch,
             Some(Telemetry {
+                rungs: Vec::new(),
                 accuracy: Some(accuracy),
                 loss: Some(loss),
                 epochs: Some(5),

@@ -37,6 +37,7 @@ fn context(budget: Budget) -> Context {
         ctx.record(
             m.arch,
             Some(Telemetry {
+                rungs: Vec::new(),
                 accuracy: Some(accuracy),
                 loss: Some(2.0),
                 epochs: Some(5),

@@ -7,13 +7,16 @@
 //! Claims are exclusive under concurrency, leases expire in the database's
 //! clock, an expired attempt is fenced (its heartbeat and result change
 //! nothing), a trial that keeps losing its worker ends as failed after
-//! `MAX_ATTEMPTS`, recovery never touches a live lease, and the schema step is
-//! idempotent.
+//! `MAX_ATTEMPTS`, recovery never touches a live lease, the schema step is
+//! idempotent, and ASHA promotions made from several connections at once never
+//! pass a rung's quota, continue from the checkpoint their source left, and
+//! free checkpoints no longer needed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 mod pg;
 
+use nas_core::evolve::asha::Asha;
 use nas_core::store::{
     MAX_ATTEMPTS, NewTrial, PgStore, SqliteStore, Stage, Store, TrialResult, TrialStatus, postgres,
 };
@@ -67,6 +70,8 @@ fn trial(step: u64) -> NewTrial {
         epochs: 1,
         propose_ms: 1.0,
         error: None,
+        rung: 0,
+        continues: None,
     }
 }
 
@@ -79,6 +84,7 @@ fn done(acc: f64) -> TrialResult {
         test_loss: Some(1.0),
         train_s: 0.5,
         error: None,
+        checkpoint: None,
     }
 }
 
@@ -208,6 +214,79 @@ fn meta_and_proposals_round_trip(make: &dyn Fn() -> Pair) {
     assert_eq!(worker.trials().unwrap().len(), 1);
 }
 
+/// ASHA promotion under concurrency: 12 trials finish rung 0 (1 epoch) with a
+/// checkpoint each; four connections promote at once, as free workers would.
+/// With η = 3 exactly ⌊12/3⌋ = 4 are promoted (the best four), each once, to 3
+/// epochs, continuing its source; checkpoints outside the quota plus η ranks
+/// are freed; a promotion's completion frees its source's checkpoint; and a
+/// promotion that would pass the epoch budget is not made.
+fn promotions_keep_the_quota(mut coord: Box<dyn Store>, more: &dyn Fn() -> Box<dyn Store>) {
+    let asha = Asha::new(1, 9, 3).unwrap();
+    let mut worker = more();
+    let workers: Vec<Box<dyn Store>> = (0..4).map(|_| more()).collect();
+    let mut ids = Vec::new();
+    for step in 0..12u64 {
+        let id = coord.record_proposal(&[], &trial(step)).unwrap();
+        let c = worker.claim("w", 60.0).unwrap().unwrap();
+        assert_eq!(c.trial.id, id);
+        let result = TrialResult {
+            checkpoint: Some(vec![step as u8; 100]),
+            ..done(0.1 + 0.05 * step as f64)
+        };
+        assert!(worker.complete(id, c.attempt, &result).unwrap());
+        ids.push(id);
+    }
+    assert_eq!(coord.checkpoints().unwrap().len(), 12);
+    assert_eq!(coord.checkpoint(ids[3]).unwrap(), Some(vec![3u8; 100]));
+    // Nothing passes an epoch budget smaller than a promotion (2 epochs).
+    assert_eq!(coord.promote(&asha, Some(1)).unwrap(), None);
+    let promoted: Vec<i64> = std::thread::scope(|s| {
+        let handles: Vec<_> = workers
+            .into_iter()
+            .map(|mut store| {
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    while let Some(id) = store.promote(&asha, None).unwrap() {
+                        mine.push(id);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(promoted.len(), 4, "the quota is ⌊12/3⌋: {promoted:?}");
+    let trials = coord.trials().unwrap();
+    let mut sources: Vec<i64> = promoted
+        .iter()
+        .map(|id| {
+            let t = trials.iter().find(|t| t.id == *id).unwrap();
+            assert_eq!(
+                (t.trial.rung, t.trial.epochs, t.status()),
+                (1, 3, TrialStatus::Pending)
+            );
+            assert_eq!(t.trial.outcome, "promoted");
+            let from = t.trial.continues.unwrap();
+            let src = trials.iter().find(|s| s.id == from).unwrap();
+            assert_eq!(t.trial.hash, src.trial.hash);
+            from
+        })
+        .collect();
+    sources.sort_unstable();
+    assert_eq!(sources, ids[8..].to_vec(), "the best four, each once");
+    // Kept: the four promoted and the η = 3 ranks below the quota.
+    let held: Vec<i64> = coord.checkpoints().unwrap().iter().map(|c| c.0).collect();
+    assert_eq!(held, ids[5..].to_vec());
+    // A promotion that ends frees the checkpoint it continued from.
+    let c = worker.claim("w", 60.0).unwrap().unwrap();
+    let from = c.trial.trial.continues.unwrap();
+    assert!(worker.complete(c.trial.id, c.attempt, &done(0.9)).unwrap());
+    assert_eq!(coord.checkpoint(from).unwrap(), None);
+}
+
 #[test]
 fn sqlite_store_keeps_the_contract() {
     let tmp = tempfile::tempdir().unwrap();
@@ -221,6 +300,11 @@ fn sqlite_store_keeps_the_contract() {
     leases_expire_and_old_attempts_are_fenced(&make);
     a_trial_that_keeps_killing_its_worker_ends_failed(&make);
     live_slots_count_workers_within_their_ttl(&make);
+    let coord = SqliteStore::create(&fresh()).unwrap();
+    let path = coord.path().to_path_buf();
+    promotions_keep_the_quota(Box::new(coord), &|| {
+        Box::new(SqliteStore::attach(&path).unwrap())
+    });
     let coord = SqliteStore::create(&fresh()).unwrap();
     let path = coord.path().to_path_buf();
     claims_are_exclusive(Box::new(coord), &|| {
@@ -238,6 +322,10 @@ fn postgres_store_keeps_the_contract() {
     leases_expire_and_old_attempts_are_fenced(&make);
     a_trial_that_keeps_killing_its_worker_ends_failed(&make);
     live_slots_count_workers_within_their_ttl(&make);
+    let (coord, run) = pg_run(&url, "promote");
+    promotions_keep_the_quota(Box::new(coord), &|| {
+        Box::new(PgStore::attach(&url, &run).unwrap())
+    });
     let (coord, run) = pg_run(&url, "claims");
     claims_are_exclusive(Box::new(coord), &|| {
         Box::new(PgStore::attach(&url, &run).unwrap())
@@ -271,7 +359,7 @@ fn postgres_schema_init_is_idempotent_and_required() {
     };
     let e = PgStore::create(&empty, "r").err().unwrap().to_string();
     assert!(e.contains("db init"), "{e}");
-    assert_eq!(postgres::init(&empty).unwrap(), vec![1]);
+    assert_eq!(postgres::init(&empty).unwrap(), vec![1, 2]);
     assert!(PgStore::create(&empty, "r").is_ok());
     let e = PgStore::create(&empty, "r").err().unwrap().to_string();
     assert!(e.contains("already exists"), "{e}");

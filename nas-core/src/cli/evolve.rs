@@ -506,6 +506,11 @@ pub(super) fn trial_line(t: &TrialRecord, best: Option<f64>) -> String {
     let best = best.map_or_else(String::new, |b| format!(", best {:.2}%", 100.0 * b));
     let stage = if t.trial.stage == crate::store::Stage::Final {
         format!(" final {} epochs", t.trial.epochs)
+    } else if let Some(from) = t.trial.continues {
+        format!(
+            " rung {} ({} epochs, from trial {from})",
+            t.trial.rung, t.trial.epochs
+        )
     } else {
         String::new()
     };
@@ -847,6 +852,8 @@ mod tests {
                 epochs: 1,
                 propose_ms: 0.0,
                 error: err.map(str::to_string),
+                rung: 0,
+                continues: None,
             },
             telemetry: serde_json::json!([]),
             accuracy: acc,

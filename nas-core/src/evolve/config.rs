@@ -526,9 +526,10 @@ impl SearchConfig {
             "asha" => {
                 let min = self.min_epochs.unwrap_or(self.epochs);
                 let eta = self.eta;
-                let max = self
-                    .max_epochs
-                    .unwrap_or_else(|| min.saturating_mul(eta as usize).saturating_mul(eta as usize));
+                let max = self.max_epochs.unwrap_or_else(|| {
+                    min.saturating_mul(eta as usize)
+                        .saturating_mul(eta as usize)
+                });
                 let fit = |v: usize, what: &str| {
                     u32::try_from(v)
                         .map_err(|_| EvolveError::Config(format!("`{what} {v}` is too large")))

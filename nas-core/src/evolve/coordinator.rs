@@ -784,15 +784,13 @@ impl Evolve {
                     }
                     // Done once nothing is queued, in flight, to be proposed
                     // or (ASHA) to be promoted.
-                    None if queue.is_empty() && stop.is_some() => {
-                        match &asha {
-                            Some(asha) => match self.promote(asha)? {
-                                Some(id) => queue.push_back(id),
-                                None => break,
-                            },
+                    None if queue.is_empty() && stop.is_some() => match &asha {
+                        Some(asha) => match self.promote(asha)? {
+                            Some(id) => queue.push_back(id),
                             None => break,
-                        }
-                    }
+                        },
+                        None => break,
+                    },
                     None => {}
                 }
                 continue;
@@ -1323,9 +1321,10 @@ impl Evolve {
     ) -> Result<(), EvolveError> {
         let id = rec.id;
         if rec.trial.stage == Stage::Search
-            && let Some(p) = self.produced.iter_mut().find(|p| {
-                p.id == id || (rec.is_promotion() && p.hash == rec.trial.hash)
-            })
+            && let Some(p) = self
+                .produced
+                .iter_mut()
+                .find(|p| p.id == id || (rec.is_promotion() && p.hash == rec.trial.hash))
         {
             p.take_in(rec);
         }

@@ -880,6 +880,8 @@ mod tests {
             epochs: 1,
             propose_ms: 1.5,
             error: None,
+            rung: 0,
+            continues: None,
         }
     }
 
@@ -909,6 +911,7 @@ mod tests {
             test_loss: Some(0.7),
             train_s: 2.0,
             error: None,
+            checkpoint: None,
         }
     }
 
