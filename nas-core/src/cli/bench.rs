@@ -6,6 +6,9 @@
 //! the time split per phase. `bench/pytorch_reference.py` runs the identical net,
 //! batch, optimiser and thread count in PyTorch; `bench/compare.sh` runs both.
 //!
+//! `nas-core bench asha` (in `bench_asha`): flat search against ASHA at equal
+//! training compute.
+//!
 //! `nas-core bench batch-norm`: a training step (forward and backward) of each
 //! batch-normalisation layer of the default seed, at the shape the checker gives it,
 //! Burn's `BatchNorm::forward` against [`crate::runtime::batch_norm::forward`], in
@@ -60,6 +63,10 @@ pub enum What {
     /// Forward+backward of each of the default seed's batch norms: Burn's module
     /// forward against the runtime's, alternating, in one run.
     BatchNorm(BnArgs),
+    /// Flat search at the lowest rung, at the top rung and ASHA at equal
+    /// training compute over several seeds; each best network retrained at the
+    /// top fidelity with a fresh seed, compared with `compare`'s statistics.
+    Asha(Box<super::bench_asha::AshaArgs>),
 }
 
 /// Options of `bench batch-norm`.
@@ -418,6 +425,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         What::Train(a) => a,
         What::Jobs(a) => return run_jobs(&a),
         What::BatchNorm(a) => return run_bn(&a),
+        What::Asha(a) => return super::bench_asha::run(&a),
     };
     anyhow::ensure!(
         args.batch > 0 && args.steps > 0,

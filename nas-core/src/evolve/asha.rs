@@ -215,7 +215,101 @@ pub fn plan(asha: &Asha, trials: &[&TrialRecord], held: &[TrialId]) -> Plan {
 
 #[cfg(test)]
 mod tests {
-    use super::{Asha, Job, Rungs};
+    use super::{Asha, Job, Rungs, plan};
+    use crate::store::{NewTrial, Stage, TrialRecord, TrialStatus};
+
+    fn record(id: i64, rung: u32, epochs: u32, continues: Option<i64>) -> TrialRecord {
+        TrialRecord {
+            id,
+            trial: NewTrial {
+                stage: Stage::Search,
+                step: id as u64,
+                proposer: "mutate".into(),
+                status: TrialStatus::Pending,
+                name: None,
+                source: String::new(),
+                hash: format!("h{id}"),
+                parent: None,
+                outcome: "ok".into(),
+                note: None,
+                params: None,
+                flops: None,
+                epochs,
+                propose_ms: 0.0,
+                error: None,
+                rung,
+                continues,
+            },
+            telemetry: serde_json::json!([]),
+            accuracy: None,
+            top5: None,
+            test_loss: None,
+            train_s: None,
+            runs: 1,
+            created_at: 0.0,
+            finished_at: None,
+        }
+    }
+
+    /// A long sequential ASHA run (one worker: each job finishes before the
+    /// next is asked for) with checkpoints kept and freed as the stores do:
+    /// live checkpoints never exceed η per rung below the top plus the one
+    /// promotion in flight, however many trials run; every promotion is of a
+    /// trial in its rung's top ⌊n/η⌋ at that moment, and none twice; and
+    /// pseudo-random scores reach the top rung.
+    #[test]
+    fn checkpoints_stay_bounded_over_a_long_run() {
+        let asha = Asha::new(1, 27, 3).unwrap_or_else(|e| panic!("{e}"));
+        let epochs = asha.rungs();
+        let top = epochs.len() - 1;
+        let mut trials: Vec<TrialRecord> = Vec::new();
+        let mut held: Vec<i64> = Vec::new();
+        let mut state = 12345u64;
+        let mut score = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut most = 0;
+        for _ in 0..400 {
+            let refs: Vec<&TrialRecord> = trials.iter().collect();
+            let p = plan(&asha, &refs, &held);
+            held.retain(|id| !p.drop.contains(id));
+            let id = trials.len() as i64 + 1;
+            let mut t = match p.promote {
+                Some((from, k)) => {
+                    let rungs = super::rungs_of(&refs);
+                    let ranked = rungs.ranked(k);
+                    let quota = ranked.len() / asha.eta as usize;
+                    assert!(
+                        ranked[..quota].contains(&(from as u64)),
+                        "{from} not in the quota"
+                    );
+                    assert!(!trials.iter().any(|t| t.trial.continues == Some(from)));
+                    record(id, k as u32 + 1, epochs[k + 1], Some(from))
+                }
+                None => record(id, 0, epochs[0], None),
+            };
+            most = most.max(held.len());
+            // It trains: done, a checkpoint below the top, its source's freed.
+            t.trial.status = TrialStatus::Done;
+            t.accuracy = Some(score());
+            if (t.trial.rung as usize) < top {
+                held.push(id);
+            }
+            if let Some(from) = t.trial.continues {
+                held.retain(|&h| h != from);
+            }
+            trials.push(t);
+        }
+        let bound = top * asha.eta as usize + 1;
+        assert!(
+            most <= bound,
+            "{most} checkpoints held at once, bound {bound}"
+        );
+        assert!(trials.iter().any(|t| t.trial.rung as usize == top));
+    }
 
     #[test]
     fn rungs_grow_by_eta_and_end_at_the_maximum() {
