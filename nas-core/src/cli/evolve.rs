@@ -602,6 +602,7 @@ impl SearchObserver for Reporter {
         if let Some(bar) = &self.trials
             && t.trial.step > 0
             && t.trial.stage == crate::store::Stage::Search
+            && !t.is_promotion()
         {
             bar.set_position(t.trial.step);
         }

@@ -192,6 +192,70 @@ mod tests {
     }
 
     #[test]
+    fn the_asha_scheduler_is_configured_and_checked() {
+        let cfg: SearchConfig =
+            toml::from_str("scheduler = \"asha\"\nmin_epochs = 1\nmax_epochs = 9\neta = 3\n")
+                .unwrap();
+        let asha = cfg.asha().unwrap().unwrap();
+        assert_eq!(asha.rungs(), vec![1, 3, 9]);
+        assert_eq!(cfg.first_epochs(), 1);
+        let text = cfg.to_toml().unwrap();
+        assert_eq!(toml::from_str::<SearchConfig>(&text).unwrap(), cfg);
+        // The default top rung is min · η².
+        let mut cfg = SearchConfig::default();
+        cfg.scheduler = "asha".into();
+        cfg.min_epochs = Some(2);
+        cfg.eta = 2;
+        assert_eq!(cfg.asha().unwrap().unwrap().rungs(), vec![2, 4, 8]);
+        // A search segment's schedule spans the top rung; a final one its own.
+        let r = cfg.resolve().unwrap();
+        let mut t = crate::store::NewTrial {
+            stage: crate::store::Stage::Search,
+            step: 1,
+            proposer: "mutate".into(),
+            status: crate::store::TrialStatus::Pending,
+            name: None,
+            source: String::new(),
+            hash: String::new(),
+            parent: None,
+            outcome: "ok".into(),
+            note: None,
+            params: None,
+            flops: None,
+            epochs: 4,
+            propose_ms: 0.0,
+            error: None,
+            rung: 1,
+            continues: Some(1),
+        };
+        let tc = cfg.trial_train_config(&r, &t);
+        assert_eq!((tc.epochs, tc.schedule_epochs), (4, Some(8)));
+        t.stage = crate::store::Stage::Final;
+        assert_eq!(cfg.trial_train_config(&r, &t).schedule_epochs, None);
+        assert!(SearchConfig::default().asha().unwrap().is_none());
+        for (text, want) in [
+            (
+                "scheduler = \"hyperband\"",
+                "unknown scheduler `hyperband`; expected one of: flat, asha",
+            ),
+            ("max_epochs = 9", "need `scheduler = \"asha\"`"),
+            (
+                "scheduler = \"asha\"\neta = 1",
+                "`--eta 1` must be at least 2",
+            ),
+            (
+                "scheduler = \"asha\"\nmin_epochs = 4\nmax_epochs = 2",
+                "`--max-epochs 2` is below `--min-epochs 4`",
+            ),
+            ("epoch_budget = 0", "`epoch_budget` must be at least 1"),
+        ] {
+            let cfg: SearchConfig = toml::from_str(text).unwrap();
+            let e = cfg.resolve().unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_proposers_are_named() {
         let e = ProposerKind::parse("gpt").unwrap_err().to_string();
         assert_eq!(

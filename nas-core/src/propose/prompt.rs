@@ -602,3 +602,35 @@ Fix it and answer with exactly one fenced ```nas block holding the corrected net
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Telemetry, telemetry_text};
+
+    #[test]
+    fn telemetry_lines_say_at_which_epochs_each_accuracy_was_measured() {
+        let flat = Telemetry {
+            accuracy: Some(0.612),
+            loss: Some(1.103),
+            epochs: Some(5),
+            rungs: Vec::new(),
+        };
+        assert_eq!(
+            telemetry_text(Some(&flat), 24_458, 2_916_480),
+            "accuracy 61.2%, loss 1.103, 5 epochs, 24,458 params, 2,916,480 FLOPs"
+        );
+        let promoted = Telemetry {
+            epochs: Some(9),
+            rungs: vec![(1, 0.401), (3, 0.523)],
+            ..flat
+        };
+        assert_eq!(
+            telemetry_text(Some(&promoted), 24_458, 2_916_480),
+            "accuracy 61.2%, loss 1.103, 9 epochs, earlier: 40.1% at 1 epochs, 52.3% at 3 epochs, 24,458 params, 2,916,480 FLOPs"
+        );
+        assert_eq!(
+            telemetry_text(None, 10, 20),
+            "not trained yet, 10 params, 20 FLOPs"
+        );
+    }
+}

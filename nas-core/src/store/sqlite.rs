@@ -985,6 +985,44 @@ mod tests {
         assert!(s.start_trial(id).is_err());
     }
 
+    /// A run directory of the previous schema (no rungs, no checkpoints) is
+    /// read as it is, and migrated when opened to continue.
+    #[test]
+    fn a_schema_2_run_is_read_and_migrated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(DB_FILE);
+        let old_create = CREATE
+            .replace(
+                ",\n    rung        INTEGER NOT NULL DEFAULT 0,\n    continues   INTEGER REFERENCES trials(id)",
+                "",
+            )
+            .replace(
+                "CREATE TABLE IF NOT EXISTS checkpoints (\n    trial      INTEGER PRIMARY KEY REFERENCES trials(id),\n    bytes      BLOB NOT NULL,\n    created_at REAL NOT NULL\n);\n",
+                "",
+            );
+        assert!(!old_create.contains("rung") && !old_create.contains("checkpoints"));
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "{old_create} INSERT INTO meta(key, value) VALUES ('schema', '{SCHEMA_2}');
+             INSERT INTO trials(stage, step, proposer, status, source, hash, outcome, epochs,
+                                propose_ms, created_at, accuracy)
+             VALUES ('search', 0, 'seed', 'done', 'net', 'h', 'ok', 3, 0, 0, 0.5);"
+        ))
+        .unwrap();
+        drop(conn);
+        let old = SqliteStore::inspect(tmp.path()).unwrap();
+        let t = &old.trials().unwrap()[0];
+        assert_eq!(
+            (t.trial.rung, t.trial.continues, t.accuracy),
+            (0, None, Some(0.5))
+        );
+        drop(old);
+        let s = SqliteStore::open(tmp.path()).unwrap();
+        assert_eq!(s.meta("schema").unwrap().as_deref(), Some(SCHEMA));
+        assert_eq!(s.trials().unwrap()[0].trial.rung, 0);
+        assert!(s.checkpoints().unwrap().is_empty());
+    }
+
     #[test]
     fn metadata_is_upserted() {
         let dir = tempfile::tempdir().unwrap();
