@@ -152,21 +152,24 @@ impl RunData {
     }
 
     /// The best search-stage accuracy among the proposed trials (the seed left
-    /// out), or the seed's when no proposal trained: what a search found.
+    /// out), or the seed's when no proposal trained: what a search found. In a
+    /// multi-fidelity search, the best at the highest fidelity reached.
     pub fn best_found(&self) -> Option<f64> {
-        let done = |t: &&TrialRecord| t.status() == TrialStatus::Done;
-        let proposed = self
-            .search()
-            .filter(done)
-            .filter(|t| t.trial.step > 0)
-            .filter_map(|t| t.accuracy)
-            .max_by(f64::total_cmp);
-        proposed.or_else(|| {
-            self.search()
+        let done = |t: &&TrialRecord| t.status() == TrialStatus::Done && t.accuracy.is_some();
+        let best = |seed: bool| {
+            let found: Vec<&TrialRecord> = self
+                .search()
                 .filter(done)
-                .filter(|t| t.trial.step == 0)
-                .find_map(|t| t.accuracy)
-        })
+                .filter(|t| (t.trial.step == 0) == seed)
+                .collect();
+            let top = found.iter().map(|t| t.trial.epochs).max()?;
+            found
+                .iter()
+                .filter(|t| t.trial.epochs == top)
+                .filter_map(|t| t.accuracy)
+                .max_by(f64::total_cmp)
+        };
+        best(false).or_else(|| best(true))
     }
 
     /// Proposals made after the seed, and how many were valid (trained or queued).

@@ -79,6 +79,85 @@ fn three_workers_serve_one_run_and_every_trial_ends_once() {
     }
 }
 
+/// ASHA through PostgreSQL: two workers claim new trials and promotions alike;
+/// every promotion continues its source from the checkpoint kept in the
+/// database (its telemetry starts with the source's epochs), no trial is
+/// promoted twice, and the checkpoints left at the end stay within the bound.
+#[test]
+fn asha_promotions_are_served_by_workers_through_the_database() {
+    let Some(url) = pg_url("the ASHA search on PostgreSQL") else {
+        return;
+    };
+    let _one = serial();
+    let run = Run::new(&url, "asha");
+    let workers: Vec<Worker> = ["a", "b"]
+        .iter()
+        .map(|n| Worker::start(&url, &run.name, n, 10.0))
+        .collect();
+    let coord = run.coordinate_with(
+        10,
+        false,
+        &[
+            "--scheduler",
+            "asha",
+            "--min-epochs",
+            "1",
+            "--max-epochs",
+            "4",
+            "--eta",
+            "2",
+        ],
+    );
+    let out = coord.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let store = nas_core::store::PgStore::attach(&url, &run.name).unwrap();
+    use nas_core::store::Store as _;
+    let trials = store.trials().unwrap();
+    let mut promotions = 0;
+    for t in trials.iter().filter(|t| t.is_promotion()) {
+        promotions += 1;
+        let from = t.trial.continues.unwrap();
+        let src = trials.iter().find(|s| s.id == from).unwrap();
+        assert_eq!(
+            (t.trial.rung, t.trial.hash.as_str()),
+            (src.trial.rung + 1, src.trial.hash.as_str())
+        );
+        assert_eq!(
+            trials
+                .iter()
+                .filter(|o| o.trial.continues == Some(from))
+                .count(),
+            1
+        );
+        assert_eq!(t.status(), TrialStatus::Done, "{t:?}");
+        let epochs = |r: &nas_core::store::TrialRecord| -> Vec<String> {
+            r.telemetry
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| format!("{} {} {}", e["epoch"], e["train_loss"], e["top1"]))
+                .collect()
+        };
+        let (mine, theirs) = (epochs(t), epochs(src));
+        assert_eq!(mine.len(), t.trial.epochs as usize);
+        assert_eq!(
+            mine[..theirs.len()],
+            theirs[..],
+            "trial {} continues {from}",
+            t.id
+        );
+    }
+    assert!(promotions >= 3, "{promotions} promotions");
+    assert!(trials.iter().any(|t| t.trial.rung == 2));
+    let held = store.checkpoints().unwrap();
+    assert!(held.len() <= 2 * 2, "{held:?}");
+    for w in workers {
+        let (ok, log) = w.finish(Duration::from_secs(30));
+        assert!(ok, "{log}");
+    }
+}
+
 #[test]
 fn a_killed_workers_trial_is_trained_again_by_another() {
     let Some(url) = pg_url("the killed-worker search") else {

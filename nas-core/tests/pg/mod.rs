@@ -96,6 +96,11 @@ impl Run {
     /// trained on 64 images, or with `slow` on 1,500 (about 2 s: long enough to
     /// kill a worker during it).
     pub fn coordinate(&self, trials: u64, slow: bool) -> Child {
+        self.coordinate_with(trials, slow, &[])
+    }
+
+    /// [`Run::coordinate`] with more `evolve` flags.
+    pub fn coordinate_with(&self, trials: u64, slow: bool, extra: &[&str]) -> Child {
         let train = if slow { "1500" } else { "64" };
         Command::new(BIN)
             .args(["evolve", "--storage", &self.url, "--name", &self.name])
@@ -116,6 +121,7 @@ impl Run {
                 "--no-time-budget",
             ])
             .args(["--trials", &trials.to_string()])
+            .args(extra)
             .env("CI", "true")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
