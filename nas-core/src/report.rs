@@ -8,6 +8,7 @@
 use crate::stats::{self, MannWhitney, Summary, Welch};
 use crate::store::{AttemptRecord, Stage, Store, StoreError, TrialId, TrialRecord, TrialStatus};
 use nas_dsl::summary::thousands;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -450,6 +451,35 @@ fn axis_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     ((lo - pad).max(0.0), (hi + pad).min(1.0).max(lo + 0.02))
 }
 
+/// A chart of top-1 accuracy (in percent) against a counted x axis (steps,
+/// epochs), its mesh drawn.
+fn accuracy_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    x: std::ops::Range<f64>,
+    x_desc: &str,
+    y: std::ops::Range<f64>,
+    y_desc: &str,
+) -> Result<
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    DrawingAreaErrorKind<<SVGBackend<'b> as DrawingBackend>::ErrorType>,
+> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_desc(y_desc)
+        .y_label_formatter(&|v| format!("{:.0}%", 100.0 * v))
+        .draw()?;
+    Ok(chart)
+}
+
 /// Accuracy of every trained search trial, in order, with the best-so-far line.
 pub fn plot_accuracy(trials: &[TrialRecord]) -> Result<String, ReportError> {
     let points: Vec<(f64, f64, &str)> = trials
@@ -475,21 +505,15 @@ pub fn plot_accuracy(trials: &[TrialRecord]) -> Result<String, ReportError> {
         let err = plot_err("accuracy per trial");
         let root = SVGBackend::with_string(&mut svg, (720, 360)).into_drawing_area();
         root.fill(&WHITE).map_err(&err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Accuracy per trial", ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(52)
-            .build_cartesian_2d(-0.5..last + 0.5, lo..hi)
-            .map_err(&err)?;
-        chart
-            .configure_mesh()
-            .x_desc("proposal step (0 = seed)")
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_desc("top-1 accuracy")
-            .y_label_formatter(&|v| format!("{:.0}%", 100.0 * v))
-            .draw()
-            .map_err(&err)?;
+        let mut chart = accuracy_chart(
+            &root,
+            "Accuracy per trial",
+            -0.5..last + 0.5,
+            "proposal step (0 = seed)",
+            lo..hi,
+            "top-1 accuracy",
+        )
+        .map_err(&err)?;
         let mut names: Vec<&str> = points.iter().map(|p| p.2).collect();
         names.dedup();
         names.sort_unstable();
@@ -580,21 +604,15 @@ pub fn plot_rungs(trials: &[TrialRecord]) -> Result<Option<String>, ReportError>
         let err = plot_err("accuracy against epochs");
         let root = SVGBackend::with_string(&mut svg, (720, 360)).into_drawing_area();
         root.fill(&WHITE).map_err(&err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Accuracy against epochs (rungs)", ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(52)
-            .build_cartesian_2d(0.5..max_epochs + 0.5, lo..hi)
-            .map_err(&err)?;
-        chart
-            .configure_mesh()
-            .x_desc("epochs trained")
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_desc("top-1 accuracy")
-            .y_label_formatter(&|v| format!("{:.0}%", 100.0 * v))
-            .draw()
-            .map_err(&err)?;
+        let mut chart = accuracy_chart(
+            &root,
+            "Accuracy against epochs (rungs)",
+            0.5..max_epochs + 0.5,
+            "epochs trained",
+            lo..hi,
+            "top-1 accuracy",
+        )
+        .map_err(&err)?;
         let grey = RGBColor(170, 170, 170);
         let promoted_color = RGBColor(214, 39, 40);
         for t in top.values().filter(|t| t.trial.rung == 0) {
@@ -662,21 +680,15 @@ pub fn plot_best_so_far(runs: &[(String, Vec<&RunData>)]) -> Result<String, Repo
         let err = plot_err("best so far");
         let root = SVGBackend::with_string(&mut svg, (720, 360)).into_drawing_area();
         root.fill(&WHITE).map_err(&err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Best accuracy so far", ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(52)
-            .build_cartesian_2d(0.5..steps as f64 + 0.5, lo..hi)
-            .map_err(&err)?;
-        chart
-            .configure_mesh()
-            .x_desc("proposal step")
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_desc("best top-1 accuracy")
-            .y_label_formatter(&|v| format!("{:.0}%", 100.0 * v))
-            .draw()
-            .map_err(&err)?;
+        let mut chart = accuracy_chart(
+            &root,
+            "Best accuracy so far",
+            0.5..steps as f64 + 0.5,
+            "proposal step",
+            lo..hi,
+            "best top-1 accuracy",
+        )
+        .map_err(&err)?;
         for (name, runs) in &curves {
             let color = proposer_color(name);
             for run in runs {

@@ -151,6 +151,47 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Inserts a trial row of `run` inside the caller's transaction; its id.
+fn insert_trial(
+    tx: &mut postgres::Transaction<'_>,
+    run: &str,
+    trial: &NewTrial,
+) -> Result<TrialId, postgres::Error> {
+    let finished = trial.status.is_final();
+    let row = tx.query_one(
+        &format!(
+            "INSERT INTO trials(run, stage, step, proposer, status, name, source, hash,
+                                parent, outcome, note, params, flops, epochs, propose_ms,
+                                error, created_at, finished_at, rung, continues)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                     $16, {NOW}, CASE WHEN $17 THEN {NOW} END, $18, $19)
+             RETURNING id"
+        ),
+        &[
+            &run,
+            &trial.stage.as_str(),
+            &to_i64(trial.step),
+            &trial.proposer,
+            &trial.status.as_str(),
+            &trial.name,
+            &trial.source,
+            &trial.hash,
+            &trial.parent,
+            &trial.outcome,
+            &trial.note,
+            &trial.params.map(to_i64),
+            &trial.flops.map(to_i64),
+            &i64::from(trial.epochs),
+            &trial.propose_ms,
+            &trial.error,
+            &finished,
+            &i64::from(trial.rung),
+            &trial.continues,
+        ],
+    )?;
+    Ok(row.get(0))
+}
+
 impl PgStore {
     /// Connects to the database, checking that `db init` made its schema.
     fn open_client(url: &str) -> Result<Client, StoreError> {
@@ -455,41 +496,7 @@ impl Store for PgStore {
         let run = self.run.clone();
         let mut client = self.db();
         let mut tx = client.transaction().map_err(err)?;
-        let finished = trial.status.is_final();
-        let row = tx
-            .query_one(
-                &format!(
-                    "INSERT INTO trials(run, stage, step, proposer, status, name, source, hash,
-                                        parent, outcome, note, params, flops, epochs, propose_ms,
-                                        error, created_at, finished_at, rung, continues)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                             $16, {NOW}, CASE WHEN $17 THEN {NOW} END, $18, $19)
-                     RETURNING id"
-                ),
-                &[
-                    &run,
-                    &trial.stage.as_str(),
-                    &to_i64(trial.step),
-                    &trial.proposer,
-                    &trial.status.as_str(),
-                    &trial.name,
-                    &trial.source,
-                    &trial.hash,
-                    &trial.parent,
-                    &trial.outcome,
-                    &trial.note,
-                    &trial.params.map(to_i64),
-                    &trial.flops.map(to_i64),
-                    &i64::from(trial.epochs),
-                    &trial.propose_ms,
-                    &trial.error,
-                    &finished,
-                    &i64::from(trial.rung),
-                    &trial.continues,
-                ],
-            )
-            .map_err(err)?;
-        let id: i64 = row.get(0);
+        let id = insert_trial(&mut tx, &run, trial).map_err(err)?;
         for a in attempts {
             tx.execute(
                 &format!(
@@ -751,42 +758,7 @@ impl Store for PgStore {
         }
         let id = match row {
             None => None,
-            Some(t) => {
-                let r = tx
-                    .query_one(
-                        &format!(
-                            "INSERT INTO trials(run, stage, step, proposer, status, name, source,
-                                                hash, parent, outcome, note, params, flops,
-                                                epochs, propose_ms, error, created_at, rung,
-                                                continues)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                                     $14, $15, $16, {NOW}, $17, $18)
-                             RETURNING id"
-                        ),
-                        &[
-                            &run,
-                            &t.stage.as_str(),
-                            &to_i64(t.step),
-                            &t.proposer,
-                            &t.status.as_str(),
-                            &t.name,
-                            &t.source,
-                            &t.hash,
-                            &t.parent,
-                            &t.outcome,
-                            &t.note,
-                            &t.params.map(to_i64),
-                            &t.flops.map(to_i64),
-                            &i64::from(t.epochs),
-                            &t.propose_ms,
-                            &t.error,
-                            &i64::from(t.rung),
-                            &t.continues,
-                        ],
-                    )
-                    .map_err(err)?;
-                Some(r.get::<_, i64>(0))
-            }
+            Some(t) => Some(insert_trial(&mut tx, &run, &t).map_err(err)?),
         };
         tx.commit().map_err(err)?;
         Ok(id)
