@@ -266,6 +266,9 @@ pub struct Evolve {
     started: Instant,
     train_s: f64,
     trained: usize,
+    /// ASHA: `trained` when the store last had nothing to promote (nothing
+    /// becomes promotable until another result arrives).
+    nothing_to_promote: Option<usize>,
 }
 
 /// What a new or resumed search is made of.
@@ -528,6 +531,7 @@ impl Evolve {
             started: Instant::now(),
             train_s: 0.0,
             trained: 0,
+            nothing_to_promote: None,
         })
     }
 
@@ -851,8 +855,12 @@ impl Evolve {
     /// One ASHA step through the store (within the epoch budget); the
     /// promotion queued, if any.
     fn promote(&mut self, asha: &Asha) -> Result<Option<TrialId>, EvolveError> {
+        if self.nothing_to_promote == Some(self.trained) {
+            return Ok(None);
+        }
         let left = self.epochs_left()?;
         let Some(id) = self.store.promote(asha, left)? else {
+            self.nothing_to_promote = Some(self.trained);
             return Ok(None);
         };
         let rec = self.trial(id)?;
