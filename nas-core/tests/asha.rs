@@ -175,6 +175,11 @@ fn an_asha_search_promotes_the_best_and_continues_their_training() {
     assert!(best_nas.contains(best.trial.source.trim()), "{best_nas}");
     assert!(stdout.contains("4 (rung 2)"), "{stdout}");
     assert!(stdout.contains("rung 1 (2 epochs, from trial"), "{stdout}");
+    assert!(stdout.contains("rungs (η = 2): "), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{} checkpoint(s) kept", held.len())),
+        "{stdout}"
+    );
     // Promotions are not proposals: 12 proposals after the seed.
     assert!(stdout.contains("proposals: 12,"), "{stdout}");
     let report = std::fs::read_to_string(dir.join("report.html")).unwrap();

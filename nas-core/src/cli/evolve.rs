@@ -724,6 +724,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             crate::evolve::StopReason::EpochBudget => "epoch budget queued",
         }
     );
+    if let Ok(Some(asha)) = evolve.config().asha() {
+        let trials = evolve.store().trials()?;
+        let per_rung: Vec<String> = asha
+            .rungs()
+            .iter()
+            .enumerate()
+            .map(|(k, epochs)| {
+                let n = trials
+                    .iter()
+                    .filter(|t| {
+                        t.trial.stage == crate::store::Stage::Search
+                            && t.trial.rung as usize == k
+                            && t.status() != TrialStatus::Invalid
+                    })
+                    .count();
+                format!("{n} at {epochs} epochs")
+            })
+            .collect();
+        let held = evolve.store().checkpoints()?;
+        eprintln!(
+            "rungs (η = {}): {}; {} search epochs; {} checkpoint(s) kept, {} kB",
+            asha.eta,
+            per_rung.join(", "),
+            crate::evolve::search_epochs(&trials),
+            held.len(),
+            held.iter().map(|(_, b)| b).sum::<u64>() / 1024
+        );
+    }
     if let Some(best) = report::best(&summary.leaderboard) {
         eprintln!(
             "best: trial {} at {:.2}% → {}",
