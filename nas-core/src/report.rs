@@ -451,6 +451,12 @@ fn axis_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     ((lo - pad).max(0.0), (hi + pad).min(1.0).max(lo + 0.02))
 }
 
+/// A chart on an SVG drawing area with two `f64` axes.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A drawing failure of an SVG chart.
+type DrawError<'b> = DrawingAreaErrorKind<<SVGBackend<'b> as DrawingBackend>::ErrorType>;
+
 /// A chart of top-1 accuracy (in percent) against a counted x axis (steps,
 /// epochs), its mesh drawn.
 fn accuracy_chart<'a, 'b>(
@@ -460,10 +466,7 @@ fn accuracy_chart<'a, 'b>(
     x_desc: &str,
     y: std::ops::Range<f64>,
     y_desc: &str,
-) -> Result<
-    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
-    DrawingAreaErrorKind<<SVGBackend<'b> as DrawingBackend>::ErrorType>,
-> {
+) -> Result<Chart<'a, 'b>, DrawError<'b>> {
     let mut chart = ChartBuilder::on(root)
         .caption(caption, ("sans-serif", 18))
         .margin(12)
