@@ -257,6 +257,17 @@ pub struct Entry {
     pub tied: bool,
 }
 
+impl Entry {
+    /// Its epochs, with the rung when the board has several (`4 (rung 2)`).
+    fn epochs_label(&self, rungs: bool) -> String {
+        if rungs {
+            format!("{} (rung {})", self.epochs, self.rung)
+        } else {
+            self.epochs.to_string()
+        }
+    }
+}
+
 /// The leaderboard: trained search trials by fidelity (the most epochs first:
 /// a multi-fidelity search's top rung leads), then accuracy (then fewer
 /// parameters, then earlier), one row per architecture at the highest
@@ -333,6 +344,7 @@ pub fn best(board: &[Entry]) -> Option<&Entry> {
 /// The leaderboard as a terminal table.
 pub fn leaderboard_table(board: &[Entry], limit: usize) -> String {
     let mut out = String::new();
+    let rungs = board.iter().any(|e| e.rung > 0);
     let finals = board.iter().any(|e| e.final_accuracy.is_some());
     let _ = write!(
         out,
@@ -353,11 +365,7 @@ pub fn leaderboard_table(board: &[Entry], limit: usize) -> String {
             100.0 * e.accuracy,
             e.params.map_or_else(String::new, thousands),
             e.flops.map_or_else(String::new, thousands),
-            if e.rung > 0 || board.iter().any(|b| b.rung > 0) {
-                format!("{} (rung {})", e.epochs, e.rung)
-            } else {
-                e.epochs.to_string()
-            },
+            e.epochs_label(rungs),
             e.proposer,
         );
         if finals {
@@ -1028,6 +1036,7 @@ pub fn run_section(run: &RunData) -> Result<String, ReportError> {
     {
         let _ = writeln!(b, "<figure>{svg}</figure>");
     }
+    let rungs = board.iter().any(|e| e.rung > 0);
     b.push_str("<h2>Leaderboard</h2>\n<table>\n<tr><th>rank</th><th>trial</th><th>step</th><th class=\"l\">proposer</th><th>top-1</th><th>top-5</th><th>test loss</th><th>epochs</th><th>params</th><th>FLOPs</th><th>final top-1</th></tr>\n");
     for e in &board {
         let _ = writeln!(
@@ -1045,11 +1054,7 @@ pub fn run_section(run: &RunData) -> Result<String, ReportError> {
             pct(e.top5),
             e.test_loss
                 .map_or_else(|| "-".into(), |l| format!("{l:.4}")),
-            if e.rung > 0 || board.iter().any(|b| b.rung > 0) {
-                format!("{} (rung {})", e.epochs, e.rung)
-            } else {
-                e.epochs.to_string()
-            },
+            e.epochs_label(rungs),
             count(e.params),
             count(e.flops),
             match (e.final_accuracy, e.final_epochs) {

@@ -556,15 +556,20 @@ impl Checkpoint {
         Ok(flat.0)
     }
 
-    fn encode(header: &CheckpointHeader, model: &[u8], optim: &[u8]) -> Checkpoint {
-        let header = serde_json::to_vec(header).unwrap_or_default();
+    fn encode(
+        header: &CheckpointHeader,
+        model: &[u8],
+        optim: &[u8],
+    ) -> Result<Checkpoint, TrainError> {
+        let header = serde_json::to_vec(header)
+            .map_err(|e| TrainError::Checkpoint(format!("writing the header: {e}")))?;
         let mut out = Vec::with_capacity(8 + 24 + header.len() + model.len() + optim.len());
         out.extend_from_slice(CHECKPOINT_MAGIC);
         for part in [&header[..], model, optim] {
             out.extend_from_slice(&(part.len() as u64).to_le_bytes());
             out.extend_from_slice(part);
         }
-        Checkpoint(out)
+        Ok(Checkpoint(out))
     }
 
     fn parts(&self) -> Result<(CheckpointHeader, &[u8], &[u8]), TrainError> {
@@ -841,7 +846,7 @@ pub fn train_from<B: AutodiffBackend>(
             epochs: epochs.clone(),
             ..header
         };
-        Some(Checkpoint::encode(&header, &model_bytes, &optim_bytes))
+        Some(Checkpoint::encode(&header, &model_bytes, &optim_bytes)?)
     } else {
         None
     };

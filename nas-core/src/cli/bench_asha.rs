@@ -61,8 +61,11 @@ struct Outcome {
     /// The chosen network's search score and the fidelity it was measured at.
     search_top1: f64,
     search_epochs: u32,
-    /// The chosen network at the top fidelity, fresh seed.
+    /// The chosen network at the top fidelity, fresh seed (0 if it diverged).
     top1: f64,
+    /// Whether that training diverged.
+    #[serde(default)]
+    diverged: bool,
     params: u64,
 }
 
@@ -124,6 +127,7 @@ fn run_arm(args: &AshaArgs, arm: &str, seed: u64) -> anyhow::Result<Outcome> {
         search_top1: best.accuracy,
         search_epochs: best.epochs,
         top1: if report.diverged() { 0.0 } else { report.top1 },
+        diverged: report.diverged(),
         params: net.params(),
     })
 }
@@ -147,7 +151,7 @@ pub fn run(args: &AshaArgs) -> anyhow::Result<ExitCode> {
             }
             let o = run_arm(args, arm, seed).with_context(|| format!("{arm}, seed {seed}"))?;
             println!(
-                "{arm:<9} seed {seed}: {} epochs, {} trained, {:.0} s; best {:.2}% at {} epochs → {:.2}% at {} epochs (fresh seed), {} params",
+                "{arm:<9} seed {seed}: {} epochs, {} trained, {:.0} s; best {:.2}% at {} epochs → {:.2}% at {} epochs (fresh seed{}), {} params",
                 o.epochs,
                 o.trained,
                 o.wall_s,
@@ -155,6 +159,11 @@ pub fn run(args: &AshaArgs) -> anyhow::Result<ExitCode> {
                 o.search_epochs,
                 100.0 * o.top1,
                 args.max_epochs,
+                if o.diverged {
+                    "; it diverged, scored 0"
+                } else {
+                    ""
+                },
                 o.params
             );
             let mut f = std::fs::OpenOptions::new()

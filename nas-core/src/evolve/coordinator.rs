@@ -68,6 +68,8 @@ pub enum StopReason {
 /// The search epochs a run's trials trained or will train: each trial's
 /// epochs beyond those of the trial it continues (rejected proposals: none).
 pub fn search_epochs(trials: &[TrialRecord]) -> u64 {
+    let epochs: std::collections::HashMap<TrialId, u32> =
+        trials.iter().map(|t| (t.id, t.trial.epochs)).collect();
     trials
         .iter()
         .filter(|t| t.trial.stage == Stage::Search && t.status() != TrialStatus::Invalid)
@@ -75,8 +77,8 @@ pub fn search_epochs(trials: &[TrialRecord]) -> u64 {
             let from = t
                 .trial
                 .continues
-                .and_then(|c| trials.iter().find(|p| p.id == c))
-                .map_or(0, |p| p.trial.epochs);
+                .and_then(|c| epochs.get(&c).copied())
+                .unwrap_or(0);
             u64::from(t.trial.epochs.saturating_sub(from))
         })
         .sum()

@@ -1,7 +1,8 @@
 //! The search loop: a population (the top-k trained architectures by accuracy),
 //! parents chosen by tournament, one child per step from the proposer, trained at
-//! the trial fidelity and recorded in the run's [`Store`](crate::store::Store); stopping at a number of
-//! proposals or a time budget; then an optional retraining of the top
+//! the trial fidelity (or, with `scheduler = "asha"`, promoted through
+//! multi-fidelity rungs) and recorded in the run's [`Store`](crate::store::Store); stopping at a number of
+//! proposals, a time budget or an epoch budget; then an optional retraining of the top
 //! architectures at a higher fidelity, the leaderboard, `best.nas` and the report.
 //!
 //! Every state change goes to the store first, so `evolve --resume` continues a
@@ -14,8 +15,8 @@
 //! seed, the budget check, training one network into a result) and `batch`
 //! (planned trainings for `fidelity` and `corpus train`). The coordinator and
 //! the workers share nothing but the store. `asha` holds the promotion rule of
-//! asynchronous successive halving, on its own (the multi-fidelity scheduler
-//! is not wired into the loop yet).
+//! asynchronous successive halving and the plan a store applies in its
+//! promotion transaction ([`crate::store::Store::promote`]).
 
 pub mod asha;
 mod batch;
